@@ -1,0 +1,93 @@
+// Package app holds what every Hearth binary's main does the same way:
+// logging flags, the broker flags, and a context cancelled by SIGINT or
+// SIGTERM. It keeps mains thin.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/hearth-gateway/hearth/shared/broker"
+)
+
+// LogConfig selects the log level and format.
+type LogConfig struct {
+	// Level is a zerolog level name. Zero value means "info".
+	Level string `flag:"log-level" env:"HEARTH_LOG_LEVEL" default:"info" usage:"log level: debug, info, warn, error"`
+	// Format is "json" or "console". Zero value means "json".
+	Format string `flag:"log-format" env:"HEARTH_LOG_FORMAT" default:"json" usage:"log format: json or console"`
+}
+
+// Logger builds the process logger, tagged with component and pid.
+func (c LogConfig) Logger(component string) (zerolog.Logger, error) {
+	lvl := zerolog.InfoLevel
+	if c.Level != "" {
+		l, err := zerolog.ParseLevel(c.Level)
+		if err != nil {
+			return zerolog.Nop(), fmt.Errorf("log level %q: %w", c.Level, err)
+		}
+		lvl = l
+	}
+	var w io.Writer = os.Stderr
+	switch c.Format {
+	case "", "json":
+	case "console":
+		w = zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}
+	default:
+		return zerolog.Nop(), fmt.Errorf("log format %q: want json or console", c.Format)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Str("component", component).Int("pid", os.Getpid()).Logger(), nil
+}
+
+// SignalContext returns a context cancelled on SIGINT or SIGTERM. A second
+// signal exits at once.
+func SignalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+			cancel()
+		case <-ctx.Done():
+			return
+		}
+		<-ch
+		os.Exit(1)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+// Fatal prints err for a main and exits with status 1.
+func Fatal(log zerolog.Logger, err error) {
+	log.Error().Err(err).Msg("exiting")
+	os.Exit(1)
+}
+
+// BrokerConfig selects the RabbitMQ a process connects to.
+type BrokerConfig struct {
+	// URLs are tried in turn, so a cluster's nodes can all be listed.
+	// Zero value means amqp://guest:guest@127.0.0.1:5672/.
+	URLs []string `flag:"amqp-url" env:"AMQP_URL" default:"amqp://guest:guest@127.0.0.1:5672/" usage:"RabbitMQ URL(s), comma-separated for a cluster"`
+}
+
+// Connect dials RabbitMQ, retrying until ctx is done; once connected the
+// broker reconnects by itself for the rest of the process's life.
+func (c BrokerConfig) Connect(ctx context.Context, name string, log zerolog.Logger) (broker.Broker, error) {
+	urls := c.URLs
+	if len(urls) == 0 {
+		urls = []string{"amqp://guest:guest@127.0.0.1:5672/"}
+	}
+	b, err := broker.NewAMQP(ctx, broker.AMQPConfig{URLs: urls, Name: name, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to RabbitMQ: %w", err)
+	}
+	return b, nil
+}
