@@ -1,0 +1,161 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Defaults of Config's zero values.
+const (
+	DefaultReconnectMin   = 100 * time.Millisecond
+	DefaultReconnectMax   = 10 * time.Second
+	DefaultRequestTimeout = 10 * time.Second
+	DefaultRecvBuffer     = 1024
+)
+
+// eventBuffer is the capacity of the Events channel.
+const eventBuffer = 64
+
+// Config configures a Client. Only URL is required.
+type Config struct {
+	// URL is the edge's WebSocket endpoint, ws:// or wss://, for example
+	// "wss://localhost:8443/ws". Required.
+	URL string
+
+	// Token is the JWT sent as "Authorization: Bearer <token>" on every
+	// connection attempt. Empty means no Authorization header.
+	Token string
+
+	// TokenFunc, when set, is called before every connection attempt for
+	// the token to send, so a long-lived client can refresh an expiring
+	// token. A reconnection refused with 401 is tried once more with a new
+	// token from TokenFunc and ends the client if the token is unchanged.
+	// Nil means use Token. Setting both Token and TokenFunc is an error.
+	TokenFunc func(ctx context.Context) (string, error)
+
+	// CAFile is a PEM file of CA certificates that wss:// trusts instead of
+	// the system roots, for example the TLS tier's development ca.pem.
+	// Empty means the system roots (or TLSConfig's).
+	CAFile string
+
+	// TLSConfig is the TLS configuration for wss://. It is cloned, never
+	// modified. Nil means TLS 1.2 or later with the system roots. Setting
+	// both CAFile and TLSConfig is an error: put the pool in RootCAs.
+	TLSConfig *tls.Config
+
+	// Origin is sent as the Origin header. Empty means no Origin header.
+	Origin string
+
+	// Logger receives the client's logs. The zero value discards them.
+	Logger zerolog.Logger
+
+	// ReconnectMin and ReconnectMax bound the full-jitter exponential
+	// backoff between connection attempts: attempt n waits a random time
+	// in [0, min(ReconnectMax, ReconnectMin·2^(n-1))]. Zero means 100ms and
+	// 10s.
+	ReconnectMin time.Duration
+	ReconnectMax time.Duration
+
+	// RequestTimeout bounds each request's wait for its reply, each write,
+	// and each connection attempt (dial, TLS, upgrade and welcome). A
+	// request's context may end it sooner. Zero means 10s.
+	RequestTimeout time.Duration
+
+	// RecvBuffer is the capacity of the Messages channel; broadcasts that
+	// arrive while it is full are dropped and counted. Zero means 1024.
+	RecvBuffer int
+}
+
+// normalize validates c, fills in defaults and returns the TLS
+// configuration to use for wss:// (nil for ws://) and the host:port to dial.
+func (c *Config) normalize() (*tls.Config, string, error) {
+	if c.URL == "" {
+		return nil, "", errors.New("client: Config.URL is required")
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, "", fmt.Errorf("client: Config.URL: %w", err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return nil, "", fmt.Errorf("client: Config.URL: scheme %q, want ws or wss", u.Scheme)
+	}
+	if u.Host == "" {
+		return nil, "", errors.New("client: Config.URL has no host")
+	}
+	if c.Token != "" && c.TokenFunc != nil {
+		return nil, "", errors.New("client: set Config.Token or Config.TokenFunc, not both")
+	}
+	if c.CAFile != "" && c.TLSConfig != nil {
+		return nil, "", errors.New("client: set Config.CAFile or Config.TLSConfig, not both")
+	}
+	if c.ReconnectMin < 0 || c.ReconnectMax < 0 || c.RequestTimeout < 0 || c.RecvBuffer < 0 {
+		return nil, "", errors.New("client: negative durations and sizes are not allowed")
+	}
+	if c.ReconnectMin == 0 {
+		c.ReconnectMin = DefaultReconnectMin
+	}
+	if c.ReconnectMax == 0 {
+		c.ReconnectMax = DefaultReconnectMax
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		c.ReconnectMax = c.ReconnectMin
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.RecvBuffer == 0 {
+		c.RecvBuffer = DefaultRecvBuffer
+	}
+
+	addr := u.Host
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "wss" {
+			port = "443"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	if u.Scheme == "ws" {
+		return nil, addr, nil
+	}
+	var tc *tls.Config
+	if c.TLSConfig != nil {
+		tc = c.TLSConfig.Clone()
+	} else {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, "", fmt.Errorf("client: reading CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, "", fmt.Errorf("client: CA file %s holds no PEM certificate", c.CAFile)
+		}
+		tc.RootCAs = pool
+	}
+	if tc.ServerName == "" {
+		tc.ServerName = u.Hostname()
+	}
+	return tc, addr, nil
+}
+
+// redactURL returns raw without its query and user info, for messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	u.RawQuery, u.User, u.Fragment = "", nil, ""
+	return u.String()
+}
