@@ -208,4 +208,3 @@ func (sh *shard) replyError(env *protocol.Envelope, typ string, code protocol.Er
 	sh.w.stats.refused.Add(1)
 	return sh.reply(env, typ, &protocol.Frame{Type: protocol.TypeError, ID: env.Frame.ID, Room: env.Frame.Room, Code: code, Text: text})
 }
-
