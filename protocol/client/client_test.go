@@ -619,14 +619,17 @@ func TestTokenFuncRefreshes(t *testing.T) {
 
 func TestDeadConnectionDetected(t *testing.T) {
 	t.Parallel()
-	const hb = 40 * time.Millisecond
+	// Generous enough that a loaded CI machine's scheduling delays (race
+	// detector, parallel packages) stay well inside the client's timeout
+	// of 2×hb + hb/2.
+	const hb = 150 * time.Millisecond
 	e := newFakeEdge(t, testSecret, hb)
 	c := dial(t, e, nil)
 	mustJoin(t, c, "a")
 
 	// A pinging edge keeps the connection alive well past the timeout.
 	fc := e.snapshot()[0]
-	waitFor(t, "pings", func() bool { return fc.pings.Load() >= 8 })
+	waitFor(t, "pings", func() bool { return fc.pings.Load() >= 5 })
 	select {
 	case ev := <-c.Events():
 		if ev.Kind != EventConnected {

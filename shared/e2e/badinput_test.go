@@ -12,6 +12,7 @@ import (
 
 	"github.com/hearth-gateway/hearth/protocol"
 	"github.com/hearth-gateway/hearth/shared/auth"
+	"github.com/hearth-gateway/hearth/shared/testenv"
 )
 
 // TestHandshakeRefusals: every refusal is an HTTP status before any
@@ -74,6 +75,9 @@ func TestBadFrames(t *testing.T) {
 		bad.join("lobby")
 		bystander.join("lobby")
 		e := c.edges[0]
+		// The counter moves after the broker's confirm, which can come after
+		// the hub's reply: wait for the two joins to be counted.
+		testenv.WaitFor(t, 5*time.Second, func() bool { return e.Stats().FramesForwarded == 2 }, "two joins forwarded")
 		forwarded := e.Stats().FramesForwarded
 
 		long := strings.Repeat("x", protocol.MaxIDLen+1)
@@ -122,6 +126,7 @@ func TestBadFrames(t *testing.T) {
 		if f := bad.next(protocol.TypeError); f.Code != protocol.CodeForbidden || f.ID != id {
 			t.Fatalf("forbidden join answered %+v", f)
 		}
+		testenv.WaitFor(t, 5*time.Second, func() bool { return e.Stats().FramesForwarded > forwarded }, "forbidden join forwarded")
 		if got := e.Stats().FramesForwarded - forwarded; got != 1 {
 			t.Fatalf("%d frames reached the broker, want only the forbidden join", got)
 		}
