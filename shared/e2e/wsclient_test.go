@@ -31,6 +31,14 @@ type wsClient struct {
 type wsHandler struct {
 	gws.BuiltinEventHandler
 	c *wsClient
+	// mute makes the client ignore pings, like a ghost connection.
+	mute bool
+}
+
+func (h *wsHandler) OnPing(ws *gws.Conn, payload []byte) {
+	if !h.mute {
+		_ = ws.WritePong(payload)
+	}
 }
 
 func (h *wsHandler) OnMessage(_ *gws.Conn, m *gws.Message) {
@@ -63,7 +71,8 @@ type dialOpts struct {
 	origin   string
 	noProto  bool
 	tls      *tls.Config
-	maxFrame int
+	// mute: never answer pings. noRead: never read after the handshake.
+	mute, noRead bool
 }
 
 // dialRaw performs the handshake and returns the HTTP status on failure.
@@ -80,7 +89,7 @@ func dialRaw(t testing.TB, url string, o dialOpts) (*wsClient, int, error) {
 		h.Set("Sec-WebSocket-Protocol", protocol.Subprotocol)
 	}
 	c := &wsClient{t: t, frames: make(chan protocol.Frame, 4096), closed: make(chan struct{})}
-	ws, resp, err := gws.NewClient(&wsHandler{c: c}, &gws.ClientOption{
+	ws, resp, err := gws.NewClient(&wsHandler{c: c, mute: o.mute}, &gws.ClientOption{
 		Addr:             url,
 		RequestHeader:    h,
 		TlsConfig:        o.tls,
@@ -94,8 +103,11 @@ func dialRaw(t testing.TB, url string, o dialOpts) (*wsClient, int, error) {
 		return nil, status, err
 	}
 	c.ws = ws
+	t.Cleanup(func() { _ = ws.WriteClose(1000, nil); _ = ws.NetConn().Close() })
+	if o.noRead {
+		return c, 101, nil
+	}
 	go ws.ReadLoop()
-	t.Cleanup(func() { _ = ws.WriteClose(1000, nil) })
 	c.welcome = c.next(protocol.TypeWelcome)
 	return c, 101, nil
 }
