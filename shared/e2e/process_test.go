@@ -1,0 +1,248 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hearth-gateway/hearth/protocol"
+	"github.com/hearth-gateway/hearth/protocol/client"
+	"github.com/hearth-gateway/hearth/shared/testenv"
+)
+
+// proc is one Hearth process a test started; it is stopped by PID.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *bytes.Buffer
+	done chan error
+}
+
+// buildBinaries compiles the binaries once per test into a temp dir.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/hearth-gateway/hearth/edge/cmd/hearth-edge",
+		"github.com/hearth-gateway/hearth/edge/cmd/hearth-tls",
+		"github.com/hearth-gateway/hearth/hub/cmd/hearth-hub")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startProc(t *testing.T, name, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, out: &bytes.Buffer{}, done: make(chan error, 1)}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout = p.out
+	p.cmd.Stderr = p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", name, err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.stop(t, 15*time.Second)
+		if t.Failed() {
+			t.Logf("--- %s output ---\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits up to grace, then SIGKILL. It returns how
+// long the process took to exit.
+func (p *proc) stop(t *testing.T, grace time.Duration) time.Duration {
+	start := time.Now()
+	if p.cmd.ProcessState != nil {
+		return 0
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		t.Errorf("%s (pid %d) did not exit within %v of SIGTERM; killing it", p.name, p.cmd.Process.Pid, grace)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	return time.Since(start)
+}
+
+func httpOK(url string) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// edgeConnections reads an edge's connection gauge from /metrics.
+func edgeConnections(addr string) int {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "hearth_edge_connections{") {
+			var n float64
+			if _, err := fmt.Sscanf(line[strings.LastIndexByte(line, ' ')+1:], "%g", &n); err == nil {
+				return int(n)
+			}
+		}
+	}
+	return -1
+}
+
+// TestProcesses runs the real binaries as `make run` does — two hubs, two
+// edges and the TLS tier as separate processes on RabbitMQ — and chats
+// through them with the Go client. Then one edge gets SIGTERM: it drains
+// (close 1001 with a reconnect hint) and exits in bounded time, and its
+// client reconnects through the TLS tier to the other edge, rejoins and
+// keeps chatting.
+func TestProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binaries")
+	}
+	url := vhostURL(t)
+	bin := buildBinaries(t)
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "jwt-secret")
+	if err := os.WriteFile(secretFile, testSecret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"AMQP_URL=" + url, "HEARTH_SHARDS=8", "HEARTH_JWT_SECRET_FILE=" + secretFile, "HEARTH_LOG_LEVEL=debug"}
+	for i := 0; i < 2; i++ {
+		startProc(t, fmt.Sprintf("hub%d", i), bin+"/hearth-hub", env,
+			"-index", fmt.Sprint(i), "-count", "2", "-admin-listen", freeAddr(t))
+	}
+	edgeAddrs := []string{freeAddr(t), freeAddr(t)}
+	edges := make([]*proc, 2)
+	for i, addr := range edgeAddrs {
+		edges[i] = startProc(t, fmt.Sprintf("edge%d", i), bin+"/hearth-edge", env,
+			"-id", fmt.Sprintf("edge-%d-%s", i, randHex(2)), "-listen", addr, "-drain-timeout", "5s", "-reconnect-hint", "200ms")
+	}
+	for _, addr := range edgeAddrs {
+		testenv.WaitFor(t, 60*time.Second, func() bool { return httpOK("http://" + addr + "/readyz") }, "edge %s ready", addr)
+	}
+	tlsAddr := freeAddr(t)
+	startProc(t, "tls", bin+"/hearth-tls", nil,
+		"-listen", tlsAddr, "-edges", "http://"+edgeAddrs[0]+",http://"+edgeAddrs[1],
+		"-ca-dir", filepath.Join(dir, "tls"), "-metrics-listen", "-", "-health-interval", "100ms")
+	caFile := filepath.Join(dir, "tls", "ca.pem")
+	testenv.WaitFor(t, 30*time.Second, func() bool {
+		c, err := net.Dial("tcp", tlsAddr)
+		if err == nil {
+			c.Close()
+		}
+		_, statErr := os.Stat(caFile)
+		return err == nil && statErr == nil
+	}, "TLS tier listening")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dialClient := func(user string) *client.Client {
+		var c *client.Client
+		testenv.WaitFor(t, 15*time.Second, func() bool {
+			var err error
+			c, err = client.Dial(ctx, client.Config{
+				URL: "wss://" + tlsAddr + "/ws", Token: token(t, user), CAFile: caFile,
+				ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second,
+			})
+			return err == nil
+		}, "%s connected through the TLS tier", user)
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	alice := dialClient("alice")
+	bob := dialClient("bob")
+	for _, c := range []*client.Client{alice, bob} {
+		if _, err := c.Join(ctx, "general"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(c *client.Client, who, cmid string) protocol.Frame {
+		t.Helper()
+		for {
+			select {
+			case f := <-c.Messages():
+				if f.Type == protocol.TypeMessage && f.CMID == cmid {
+					return f
+				}
+			case <-ctx.Done():
+				t.Fatalf("%s never received %s", who, cmid)
+			}
+		}
+	}
+	seq, err := alice.PublishCMID(ctx, "general", "hello-1", []byte("hello bob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := expect(bob, "bob", "hello-1"); m.Seq != seq || m.From != "alice" {
+		t.Fatalf("bob got %+v, ack said seq %d", m, seq)
+	}
+
+	// Drain one edge; exactly one of the clients is on it.
+	testenv.WaitFor(t, 10*time.Second, func() bool {
+		return edgeConnections(edgeAddrs[0]) == 1 && edgeConnections(edgeAddrs[1]) == 1
+	}, "one client on each edge")
+	const victim = 0
+	took := edges[victim].stop(t, 15*time.Second)
+	if took > 8*time.Second {
+		t.Fatalf("edge took %v to drain and exit, want under its 5s drain timeout plus margin", took)
+	}
+	var drained, other *client.Client
+	deadline := time.After(10 * time.Second)
+	for drained == nil {
+		var ev client.Event
+		var from, not *client.Client
+		select {
+		case ev = <-alice.Events():
+			from, not = alice, bob
+		case ev = <-bob.Events():
+			from, not = bob, alice
+		case <-deadline:
+			t.Fatal("no client saw the drain")
+		}
+		if ev.Kind != client.EventDisconnected {
+			continue
+		}
+		if ev.Code != protocol.CloseGoingAway || ev.Reason != protocol.DrainReason(200) {
+			t.Fatalf("drained client saw close %d %q, want 1001 %q", ev.Code, ev.Reason, protocol.DrainReason(200))
+		}
+		drained, other = from, not
+	}
+	// Reconnected, through the TLS tier, to the surviving edge; rejoined.
+	testenv.WaitFor(t, 15*time.Second, func() bool { return edgeConnections(edgeAddrs[1-victim]) == 2 }, "drained client on the other edge")
+	testenv.WaitFor(t, 15*time.Second, func() bool {
+		_, err := drained.PublishCMID(ctx, "general", "after-drain", []byte("back"))
+		return err == nil
+	}, "drained client publishes again")
+	expect(other, "the other client", "after-drain")
+}
