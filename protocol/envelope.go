@@ -41,6 +41,11 @@ type Envelope struct {
 	Frame Frame `msgpack:"f"`
 }
 
+// envelopeOverhead bounds an envelope's bytes beyond its body: identifiers
+// of at most MaxIDLen bytes, a handful of small fields, and room for
+// forward-compatible additions.
+const envelopeOverhead = 8 << 10
+
 // EncodeEnvelope returns e's MessagePack encoding.
 func EncodeEnvelope(e *Envelope) ([]byte, error) { return msgpack.Marshal(e) }
 
@@ -48,6 +53,9 @@ func EncodeEnvelope(e *Envelope) ([]byte, error) { return msgpack.Marshal(e) }
 // and the frame. A hub drops (and counts) envelopes that fail here.
 func DecodeEnvelope(b []byte, l Limits) (Envelope, error) {
 	var e Envelope
+	if l.MaxBody > 0 && len(b) > l.MaxBody+envelopeOverhead {
+		return e, fmt.Errorf("protocol: envelope of %d bytes exceeds %d", len(b), l.MaxBody+envelopeOverhead)
+	}
 	if err := decodeExact(b, &e); err != nil {
 		return e, err
 	}

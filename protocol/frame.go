@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -14,11 +15,12 @@ type FrameType uint8
 
 // Client → server frame types.
 const (
-	// TypeJoin asks to join Room. Required: ID, Room.
+	// TypeJoin asks to join Room. Required: Room. Every request should carry
+	// a non-zero ID, which its reply echoes; with none, the reply's ID is 0.
 	TypeJoin FrameType = 1
-	// TypeLeave asks to leave Room. Required: ID, Room.
+	// TypeLeave asks to leave Room. Required: Room.
 	TypeLeave FrameType = 2
-	// TypePublish sends Body to Room. Required: ID, Room, CMID.
+	// TypePublish sends Body to Room. Required: Room, CMID.
 	TypePublish FrameType = 3
 )
 
@@ -104,6 +106,11 @@ func decodeExact(b []byte, v any) error {
 	if len(b) == 0 || !isMap(b[0]) {
 		return fmt.Errorf("%w: not a map", ErrMalformed)
 	}
+	// The decoder trusts length headers and recurses once per nesting
+	// level; checking the bytes first bounds both by the input.
+	if err := checkWellFormed(b); err != nil {
+		return err
+	}
 	r := bytes.NewReader(b)
 	dec := msgpack.GetDecoder()
 	defer msgpack.PutDecoder(dec)
@@ -154,12 +161,26 @@ func (f *Frame) ValidateClient(l Limits) *FrameError {
 		if f.CMID == "" {
 			return &FrameError{CodeMissingField, "cmid is required"}
 		}
-		if len(f.CMID) > MaxIDLen {
-			return &FrameError{CodeMissingField, "cmid longer than 128 bytes"}
+		if len(f.CMID) > MaxIDLen || !utf8.ValidString(f.CMID) {
+			return &FrameError{CodeBadFrame, "cmid must be valid UTF-8 of at most 128 bytes"}
 		}
 		if l.MaxBody > 0 && len(f.Body) > l.MaxBody {
 			return &FrameError{CodeTooLarge, fmt.Sprintf("body of %d bytes exceeds %d", len(f.Body), l.MaxBody)}
 		}
 	}
+	return nil
+}
+
+// DecodeMsgpack refuses type numbers outside 0..255 instead of letting them
+// wrap around (257 would otherwise read as a join).
+func (t *FrameType) DecodeMsgpack(dec *msgpack.Decoder) error {
+	n, err := dec.DecodeInt64()
+	if err != nil {
+		return err
+	}
+	if n < 0 || n > 255 {
+		return fmt.Errorf("frame type %d out of range", n)
+	}
+	*t = FrameType(n)
 	return nil
 }
