@@ -5,6 +5,8 @@ package app
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -12,9 +14,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
 	"github.com/hearth-gateway/hearth/shared/broker"
+	"github.com/hearth-gateway/hearth/shared/conf"
 )
 
 // LogConfig selects the log level and format.
@@ -90,4 +95,26 @@ func (c BrokerConfig) Connect(ctx context.Context, name string, log zerolog.Logg
 		return nil, fmt.Errorf("connecting to RabbitMQ: %w", err)
 	}
 	return b, nil
+}
+
+// Setup is the start of every main: it loads cfg (a pointer to the binary's
+// config struct, whose Log field is logCfg) from the command line and the
+// environment, builds the logger for component, and a Prometheus registry
+// with the Go and process collectors. It exits on a configuration error.
+func Setup(component string, cfg any, logCfg *LogConfig) (zerolog.Logger, *prometheus.Registry) {
+	if err := conf.Load(flag.CommandLine, cfg, os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	log, err := logCfg.Logger(component)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return log, reg
 }

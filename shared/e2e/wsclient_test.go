@@ -67,10 +67,10 @@ func (h *wsHandler) OnClose(_ *gws.Conn, err error) {
 
 // dialOpts are the handshake details a test may vary.
 type dialOpts struct {
-	token    string
-	origin   string
-	noProto  bool
-	tls      *tls.Config
+	token   string
+	origin  string
+	noProto bool
+	tls     *tls.Config
 	// mute: never answer pings. noRead: never read after the handshake.
 	mute, noRead bool
 }

@@ -3,16 +3,8 @@
 package main
 
 import (
-	"flag"
-	"fmt"
-	"os"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/hearth-gateway/hearth/edge"
 	"github.com/hearth-gateway/hearth/shared/app"
-	"github.com/hearth-gateway/hearth/shared/conf"
 )
 
 type config struct {
@@ -23,15 +15,7 @@ type config struct {
 
 func main() {
 	var cfg config
-	if err := conf.Load(flag.CommandLine, &cfg, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	log, err := cfg.Log.Logger("edge")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	log, reg := app.Setup("edge", &cfg, &cfg.Log)
 	ctx, stop := app.SignalContext()
 	defer stop()
 	b, err := cfg.Broker.Connect(ctx, "hearth-edge", log)
@@ -39,8 +23,6 @@ func main() {
 		app.Fatal(log, err)
 	}
 	defer b.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := edge.New(cfg.Edge, b, log, reg)
 	if err != nil {
 		app.Fatal(log, err)

@@ -4,18 +4,10 @@
 package main
 
 import (
-	"errors"
-	"flag"
-	"fmt"
 	stdlog "log"
-	"os"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/hearth-gateway/hearth/edge/tlstier"
 	"github.com/hearth-gateway/hearth/shared/app"
-	"github.com/hearth-gateway/hearth/shared/conf"
 )
 
 type config struct {
@@ -25,24 +17,10 @@ type config struct {
 
 func main() {
 	var cfg config
-	if err := conf.Load(flag.CommandLine, &cfg, os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	log, err := cfg.Log.Logger("tls")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	log, reg := app.Setup("tls", &cfg, &cfg.Log)
 	// certmagic's ACME solvers write a few lines through the standard logger.
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(log)
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	proxy, err := tlstier.New(cfg.TLS, log, reg)
 	if err != nil {
 		app.Fatal(log, err)

@@ -3,16 +3,8 @@
 package main
 
 import (
-	"flag"
-	"fmt"
-	"os"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
 	"github.com/hearth-gateway/hearth/hub"
 	"github.com/hearth-gateway/hearth/shared/app"
-	"github.com/hearth-gateway/hearth/shared/conf"
 )
 
 type config struct {
@@ -23,15 +15,7 @@ type config struct {
 
 func main() {
 	var cfg config
-	if err := conf.Load(flag.CommandLine, &cfg, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	log, err := cfg.Log.Logger("hub")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	log, reg := app.Setup("hub", &cfg, &cfg.Log)
 	ctx, stop := app.SignalContext()
 	defer stop()
 	b, err := cfg.Broker.Connect(ctx, "hearth-hub", log)
@@ -39,8 +23,6 @@ func main() {
 		app.Fatal(log, err)
 	}
 	defer b.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	w, err := hub.New(cfg.Hub, hub.Hooks{}, b, log, reg)
 	if err != nil {
 		app.Fatal(log, err)

@@ -6,20 +6,14 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"os"
 	"sync"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/hearth-gateway/hearth/edge"
 	"github.com/hearth-gateway/hearth/edge/tlstier"
 	"github.com/hearth-gateway/hearth/hub"
 	"github.com/hearth-gateway/hearth/shared/app"
 	"github.com/hearth-gateway/hearth/shared/broker"
-	"github.com/hearth-gateway/hearth/shared/conf"
 )
 
 type config struct {
@@ -35,21 +29,11 @@ type config struct {
 
 func main() {
 	var cfg config
-	if err := conf.Load(flag.CommandLine, &cfg, os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
-	log, err := cfg.Log.Logger("standalone")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	log, reg := app.Setup("standalone", &cfg, &cfg.Log)
 	ctx, stop := app.SignalContext()
 	defer stop()
 	log.Warn().Msg("no RabbitMQ: running the whole pipeline in one process on the embedded in-process broker")
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	b := broker.NewLocal(broker.LocalConfig{})
 	defer b.Close()
 
