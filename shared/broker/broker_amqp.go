@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,6 +126,72 @@ type pubChannel struct {
 	// Set before done is closed.
 	err        *amqp.Error // nil for a clean close
 	connClosed bool        // the whole connection went down
+
+	// Mandatory publishes (to the default exchange) come back as
+	// basic.return when unroutable, before their confirm: amqp091's reader
+	// puts the return in returns before it handles the ack, and the
+	// publisher, once confirmed, drains returns and looks for its
+	// MessageId.
+	returns  chan amqp.Return
+	ids      atomic.Uint64       // MessageId sequence
+	retMu    sync.Mutex          // guards returned and mandatory
+	returned map[string]struct{} // MessageIds drained from returns, not yet claimed
+	// mandatory counts mandatory publishes in flight; at zero, returned is
+	// emptied of the ids of publishes that gave up (ctx) before their return.
+	mandatory int
+}
+
+// returnBuffer bounds the returns of mandatory publishes waiting to be
+// drained (each mandatory publish drains them when it ends). When it is
+// full, amqp091's reader waits up to 5s and then drops the return, whose
+// publish then succeeds: only past that many unroutable publishes to the
+// default exchange awaiting their confirms at once.
+const returnBuffer = 256
+
+// beginMandatory registers a mandatory publish and returns its MessageId.
+func (pc *pubChannel) beginMandatory() string {
+	pc.retMu.Lock()
+	pc.mandatory++
+	pc.retMu.Unlock()
+	return "hearth-" + strconv.FormatUint(pc.ids.Add(1), 10)
+}
+
+// endMandatory forgets the mandatory publish id, and drains returns so
+// that those of publishes that gave up do not fill it.
+func (pc *pubChannel) endMandatory(id string) {
+	pc.retMu.Lock()
+	defer pc.retMu.Unlock()
+	pc.drainLocked()
+	delete(pc.returned, id)
+	pc.mandatory--
+	if pc.mandatory == 0 {
+		clear(pc.returned)
+	}
+}
+
+// wasReturned reports whether RabbitMQ returned the confirmed mandatory
+// publish id as unroutable.
+func (pc *pubChannel) wasReturned(id string) bool {
+	pc.retMu.Lock()
+	defer pc.retMu.Unlock()
+	pc.drainLocked()
+	_, ok := pc.returned[id]
+	return ok
+}
+
+// drainLocked moves the waiting returns into returned. retMu held.
+func (pc *pubChannel) drainLocked() {
+	for {
+		select {
+		case r, ok := <-pc.returns:
+			if !ok {
+				return
+			}
+			pc.returned[r.MessageId] = struct{}{}
+		default:
+			return
+		}
+	}
 }
 
 // subSide is the state of the consume connection.
@@ -266,12 +332,7 @@ func (b *AMQP) supervise(role string, setup func(*amqp.Connection) error, teardo
 
 // backoff is the full-jitter delay before connection attempt n (n ≥ 1).
 func (b *AMQP) backoff(n int) time.Duration {
-	ceiling := b.cfg.ReconnectMin
-	for i := 1; i < n && ceiling < b.cfg.ReconnectMax; i++ {
-		ceiling *= 2
-	}
-	ceiling = min(ceiling, b.cfg.ReconnectMax)
-	return time.Duration(rand.Int64N(int64(ceiling))) + 1
+	return backoffDelay(b.cfg.ReconnectMin, b.cfg.ReconnectMax, n)
 }
 
 // sleep waits d; it reports false when Close started meanwhile.
@@ -377,7 +438,12 @@ func (b *AMQP) openPubChannel(conn *amqp.Connection) (*pubChannel, error) {
 		_ = ch.Close()
 		return nil, fmt.Errorf("enabling publisher confirms: %w", err)
 	}
-	pc := &pubChannel{ch: ch, done: make(chan struct{})}
+	pc := &pubChannel{
+		ch:       ch,
+		done:     make(chan struct{}),
+		returns:  ch.NotifyReturn(make(chan amqp.Return, returnBuffer)),
+		returned: make(map[string]struct{}),
+	}
 	closes := ch.NotifyClose(make(chan *amqp.Error, 1))
 	if !b.goOwned(func() { b.watchPubChannel(conn, pc, closes) }) {
 		_ = ch.Close()
@@ -427,7 +493,12 @@ func (b *AMQP) watchPubChannel(conn *amqp.Connection, pc *pubChannel, closes cha
 // been routed: the caller decides whether to publish again); ErrNacked when
 // RabbitMQ refused it (reject-publish overflow, ...); ErrNotFound for a
 // missing exchange; ctx's error when ctx ended first (outcome unknown).
-// Messages no queue matches are confirmed and dropped.
+// Messages no queue matches are confirmed and dropped, except on the
+// default exchange "", which routes to the queue named m.Key (a stream
+// included): there the publish is mandatory, and fails with ErrUnroutable
+// when RabbitMQ returns it. RabbitMQ does so when the queue does not exist,
+// and also for a while after a node restart while a stream's log is not
+// running yet: without mandatory, those appends would be confirmed and lost.
 //
 // The first publish to an exchange this broker did not declare checks that
 // it exists (a passive declare on a scratch channel), so that publishing to a
@@ -467,7 +538,14 @@ func (b *AMQP) Publish(ctx context.Context, exchange string, m Message) error {
 			p.Headers[headerRoom] = m.Room
 		}
 	}
-	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, m.Key, false, false, p)
+	mandatory := exchange == ""
+	var id string
+	if mandatory {
+		id = pc.beginMandatory()
+		p.MessageId = id
+		defer pc.endMandatory(id)
+	}
+	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, m.Key, mandatory, false, p)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return ctxErr
@@ -486,6 +564,9 @@ func (b *AMQP) Publish(ctx context.Context, exchange string, m Message) error {
 		return fmt.Errorf("publishing to exchange %q: waiting for the confirm: %w", exchange, ctx.Err())
 	}
 	if dc.Acked() {
+		if mandatory && pc.wasReturned(id) {
+			return fmt.Errorf("publishing to queue %q through the default exchange: %w", m.Key, ErrUnroutable)
+		}
 		return nil
 	}
 	// amqp091 completes unconfirmed publishes with a nack when the channel
@@ -680,8 +761,22 @@ func (b *AMQP) topoErr(conn *amqp.Connection, what string, err error) error {
 	return err
 }
 
-// queueArgs are the x-arguments of a normalized spec.
+// queueArgs are the x-arguments of a normalized spec. A stream takes only
+// its own: RabbitMQ refuses x-overflow and x-max-length for one.
 func queueArgs(spec QueueSpec) amqp.Table {
+	if spec.Stream {
+		args := amqp.Table{amqp.QueueTypeArg: amqp.QueueTypeStream}
+		if spec.MaxLengthBytes > 0 {
+			args[amqp.StreamMaxLenBytesArg] = int64(spec.MaxLengthBytes)
+		}
+		if spec.MaxAge > 0 {
+			args[amqp.StreamMaxAgeArg] = strconv.FormatInt(int64(spec.MaxAge/time.Second), 10) + "s"
+		}
+		if spec.SegmentBytes > 0 {
+			args[amqp.StreamMaxSegmentSizeBytesArg] = int64(spec.SegmentBytes)
+		}
+		return args
+	}
 	args := amqp.Table{"x-overflow": string(spec.Overflow)}
 	if spec.MaxLength > 0 {
 		args["x-max-length"] = int64(spec.MaxLength)
@@ -691,6 +786,9 @@ func queueArgs(spec QueueSpec) amqp.Table {
 	}
 	if spec.Quorum {
 		args["x-queue-type"] = amqp.QueueTypeQuorum
+	}
+	if spec.SingleActiveConsumer {
+		args[amqp.SingleActiveConsumerArg] = true
 	}
 	return args
 }
@@ -727,8 +825,10 @@ func (b *AMQP) DeclareExchange(ctx context.Context, name string) error {
 // DeclareQueue declares a queue (on the consume connection, which owns it
 // when it is exclusive) and records it, to declare it again after every
 // reconnect. Zero Overflow is sent as "drop-head", so declarations compare
-// equal in RabbitMQ. While disconnected it fails with ErrUnavailable and
-// records nothing.
+// equal in RabbitMQ. A stream is declared durable with x-queue-type
+// "stream" and only its retention arguments (x-max-length-bytes, x-max-age,
+// x-stream-max-segment-size-bytes). While disconnected it fails with
+// ErrUnavailable and records nothing.
 func (b *AMQP) DeclareQueue(ctx context.Context, spec QueueSpec) error {
 	spec, err := spec.normalize()
 	if err != nil {
@@ -755,6 +855,9 @@ func (b *AMQP) DeclareQueue(ctx context.Context, spec QueueSpec) error {
 // every reconnect. While disconnected it fails with ErrUnavailable and
 // records nothing: the caller binds again later.
 func (b *AMQP) Bind(ctx context.Context, queue, exchange, pattern string) error {
+	if err := checkExchangeName(exchange); err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -778,6 +881,9 @@ func (b *AMQP) Bind(ctx context.Context, queue, exchange, pattern string) error 
 // RabbitMQ until Unbind is called again. A missing queue or exchange counts
 // as an absent binding.
 func (b *AMQP) Unbind(ctx context.Context, queue, exchange, pattern string) error {
+	if err := checkExchangeName(exchange); err != nil {
+		return err
+	}
 	b.topoMu.Lock()
 	defer b.topoMu.Unlock()
 	delete(b.bindings, amqpBinding{queue, exchange, pattern})
@@ -835,7 +941,12 @@ func (b *AMQP) Close() error {
 // missing queue and ErrInUse when exclusivity forbids it. Once started, the
 // consumer subscribes again with the same handler after every reconnect,
 // until ctx is done or Close is called; stopping closes its channel, so
-// RabbitMQ requeues what it had not acknowledged.
+// RabbitMQ requeues what it had not acknowledged (see ConsumeSpec).
+//
+// The consumer is a stream consumer when spec.StreamOffset is set or this
+// broker declared the queue as a stream. Its AutoAck is refused here, and
+// its Nacks are sent as acks: RabbitMQ answers both with a connection error
+// (540 NOT_IMPLEMENTED) that would drop every consumer of the connection.
 func (b *AMQP) Consume(ctx context.Context, spec ConsumeSpec, h Handler) error {
 	spec, err := spec.normalize()
 	if err != nil {
@@ -850,12 +961,23 @@ func (b *AMQP) Consume(ctx context.Context, spec ConsumeSpec, h Handler) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	stream := !spec.StreamOffset.IsZero()
+	b.topoMu.Lock()
+	declared, known := b.queues[spec.Queue]
+	b.topoMu.Unlock()
+	if known {
+		if err := spec.checkStream(declared.Stream); err != nil {
+			return err
+		}
+		stream = declared.Stream
+	}
 	c := &amqpConsumer{
-		b:    b,
-		ctx:  ctx,
-		spec: spec,
-		h:    h,
-		tag:  fmt.Sprintf("%s-%d", b.cfg.Name, b.consumers.Add(1)),
+		b:      b,
+		ctx:    ctx,
+		spec:   spec,
+		h:      h,
+		tag:    fmt.Sprintf("%s-%d", b.cfg.Name, b.consumers.Add(1)),
+		stream: stream,
 	}
 	c.log = b.log.With().Str("queue", spec.Queue).Str("consumer", c.tag).Logger()
 	conn := b.subConn()
@@ -873,14 +995,19 @@ func (b *AMQP) Consume(ctx context.Context, spec ConsumeSpec, h Handler) error {
 	return nil
 }
 
-// amqpConsumer is one Consume call: it outlives reconnects.
+// amqpConsumer is one Consume call: it outlives reconnects. Its fields
+// after log are used by its goroutine alone (and by Consume before it).
 type amqpConsumer struct {
-	b    *AMQP
-	ctx  context.Context
-	spec ConsumeSpec
-	h    Handler
-	tag  string
-	log  zerolog.Logger
+	b      *AMQP
+	ctx    context.Context
+	spec   ConsumeSpec
+	h      Handler
+	tag    string
+	stream bool // a stream consumer
+	log    zerolog.Logger
+
+	delivered bool  // a stream delivery was handed to h
+	last      int64 // the offset of the last one
 }
 
 // amqpSubscription is a consumer on one channel.
@@ -892,13 +1019,19 @@ type amqpSubscription struct {
 
 // amqpAcker settles deliveries on the channel that received them. After that
 // channel is gone it returns errors, never touching a newer channel.
-type amqpAcker struct{ ch *amqp.Channel }
+type amqpAcker struct {
+	ch     *amqp.Channel
+	stream bool // nack is sent as ack
+}
 
 func (a *amqpAcker) ack(tag uint64) error {
 	return ackErr(a.ch.Ack(tag, false))
 }
 
 func (a *amqpAcker) nack(tag uint64, requeue bool) error {
+	if a.stream {
+		return ackErr(a.ch.Ack(tag, false))
+	}
 	return ackErr(a.ch.Nack(tag, false, requeue))
 }
 
@@ -912,8 +1045,31 @@ func ackErr(err error) error {
 	return fmt.Errorf("settling delivery: %w", err)
 }
 
+// headerStreamOffset is the header RabbitMQ adds to stream deliveries, and
+// the consumer argument that chooses where a stream consumer starts.
+const headerStreamOffset = "x-stream-offset"
+
+// streamOffsetArg is o as the x-stream-offset consumer argument: a string
+// for the named points, a long for an offset.
+func streamOffsetArg(o StreamOffset) any {
+	if o.kind == offsetAt {
+		return o.n
+	}
+	return o.String()
+}
+
 func (c *amqpConsumer) subscribe(conn *amqp.Connection) (*amqpSubscription, error) {
 	what := fmt.Sprintf("consuming queue %q", c.spec.Queue)
+	var args amqp.Table
+	if c.stream {
+		off := c.spec.StreamOffset
+		if c.delivered {
+			off = OffsetAt(c.last + 1) // resume where the handler left off
+		}
+		if !off.IsZero() {
+			args = amqp.Table{headerStreamOffset: streamOffsetArg(off)}
+		}
+	}
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, c.b.opErr(conn, what, err)
@@ -922,7 +1078,7 @@ func (c *amqpConsumer) subscribe(conn *amqp.Connection) (*amqpSubscription, erro
 		_ = ch.Close()
 		return nil, c.b.opErr(conn, what, err)
 	}
-	deliveries, err := ch.Consume(c.spec.Queue, c.tag, c.spec.AutoAck, c.spec.Exclusive, false, false, nil)
+	deliveries, err := ch.Consume(c.spec.Queue, c.tag, c.spec.AutoAck, c.spec.Exclusive, false, false, args)
 	if err != nil {
 		_ = ch.Close()
 		var ae *amqp.Error
@@ -932,32 +1088,70 @@ func (c *amqpConsumer) subscribe(conn *amqp.Connection) (*amqpSubscription, erro
 		}
 		return nil, c.b.opErr(conn, what, err)
 	}
-	return &amqpSubscription{ch: ch, deliveries: deliveries, acker: &amqpAcker{ch: ch}}, nil
+	return &amqpSubscription{ch: ch, deliveries: deliveries, acker: &amqpAcker{ch: ch, stream: c.stream}}, nil
 }
 
 // run delivers until the consumer stops, subscribing again whenever its
-// channel is lost.
+// channel is lost or OnStart fails, then calls OnStop.
 func (c *amqpConsumer) run(s *amqpSubscription) {
-	for {
-		if c.deliver(s) {
+	defer c.stopped()
+	for failures := 0; ; {
+		if c.stopping() {
 			_ = s.ch.Close()
 			return
 		}
-		_ = s.ch.Close() // in case RabbitMQ cancelled the consumer (queue deleted)
+		if err := c.start(); err != nil {
+			_ = s.ch.Close() // RabbitMQ requeues what it sent meanwhile
+			failures++
+			delay := c.b.backoff(failures)
+			c.log.Warn().Err(err).Int("attempt", failures).Dur("delay", delay).
+				Msg("broker: consumer OnStart failed; subscribing again")
+			if !c.sleep(delay) {
+				return
+			}
+		} else {
+			failures = 0
+			if c.deliver(s) {
+				_ = s.ch.Close()
+				return
+			}
+			_ = s.ch.Close() // in case RabbitMQ cancelled the consumer (queue deleted)
+		}
 		if s = c.resubscribe(); s == nil {
 			return
 		}
 	}
 }
 
+// start calls OnStart.
+func (c *amqpConsumer) start() error {
+	if c.spec.OnStart == nil {
+		return nil
+	}
+	return c.spec.OnStart()
+}
+
+// stopped calls OnStop once the consumer's last channel is closed.
+func (c *amqpConsumer) stopped() {
+	c.log.Debug().Msg("broker: consumer stopped")
+	if c.spec.OnStop != nil {
+		c.spec.OnStop()
+	}
+}
+
 // deliver calls the handler for each delivery; it reports true when the
-// consumer must stop and false when the subscription was lost.
+// consumer must stop and false when the subscription was lost. Once the
+// consumer is stopping it starts no handler call: the delivery goes back to
+// the queue when the channel closes.
 func (c *amqpConsumer) deliver(s *amqpSubscription) bool {
 	for {
 		select {
 		case d, ok := <-s.deliveries:
 			if !ok {
 				return c.stopping()
+			}
+			if c.stopping() {
+				return true
 			}
 			c.h(c.delivery(&d, s.acker))
 		case <-c.ctx.Done():
@@ -972,6 +1166,20 @@ func (c *amqpConsumer) stopping() bool {
 	return c.ctx.Err() != nil || c.b.ctx.Err() != nil
 }
 
+// sleep waits d; it reports false when the consumer must stop meanwhile.
+func (c *amqpConsumer) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	case <-c.b.ctx.Done():
+		return false
+	}
+}
+
 func (c *amqpConsumer) delivery(d *amqp.Delivery, a *amqpAcker) *Delivery {
 	out := &Delivery{
 		Message: Message{
@@ -984,6 +1192,12 @@ func (c *amqpConsumer) delivery(d *amqp.Delivery, a *amqpAcker) *Delivery {
 		},
 		Exchange:    d.Exchange,
 		Redelivered: d.Redelivered,
+	}
+	if c.stream {
+		if off, ok := headerInt64(d.Headers, headerStreamOffset); ok {
+			out.Offset = off
+			c.delivered, c.last = true, off
+		}
 	}
 	if !c.spec.AutoAck {
 		out.ack = a
@@ -1002,6 +1216,20 @@ func headerString(h amqp.Table, key string) string {
 		return string(v)
 	}
 	return ""
+}
+
+// headerInt64 reads an integer header. RabbitMQ sends x-stream-offset as a
+// long, which amqp091 decodes as int64.
+func headerInt64(h amqp.Table, key string) (int64, bool) {
+	switch v := h[key].(type) {
+	case int64:
+		return v, true
+	case int32:
+		return int64(v), true
+	case int:
+		return int64(v), true
+	}
+	return 0, false
 }
 
 // resubscribe waits for the consume connection and subscribes again,
@@ -1026,14 +1254,7 @@ func (c *amqpConsumer) resubscribe() *amqpSubscription {
 			}
 			c.log.Warn().Err(err).Int("attempt", attempt).Msg("broker: subscribing again failed")
 		}
-		t := time.NewTimer(c.b.backoff(attempt))
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
-			return nil
-		case <-c.b.ctx.Done():
-			t.Stop()
+		if !c.sleep(c.b.backoff(attempt)) {
 			return nil
 		}
 	}

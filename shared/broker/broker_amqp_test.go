@@ -102,9 +102,33 @@ func TestAMQPConfig(t *testing.T) {
 
 // recorder collects deliveries, acknowledging them unless told to hold them.
 type recorder struct {
-	mu   sync.Mutex
-	ds   []*broker.Delivery
-	hold bool
+	mu     sync.Mutex
+	ds     []*broker.Delivery
+	hold   bool
+	starts int // OnStart calls
+}
+
+func (r *recorder) onStart() error {
+	r.mu.Lock()
+	r.starts++
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *recorder) startCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.starts
+}
+
+func (r *recorder) offsets() []int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []int64
+	for _, d := range r.ds {
+		out = append(out, d.Offset)
+	}
+	return out
 }
 
 func (r *recorder) handle(d *broker.Delivery) {
@@ -130,8 +154,9 @@ func (r *recorder) bodies() []string {
 func (r *recorder) has(body string) bool { return slices.Contains(r.bodies(), body) }
 
 // TestAMQPReconnect stops and starts RabbitMQ under a broker with
-// exclusive and durable queues, bindings and consumers, and checks that
-// everything comes back. It does not run in parallel: it stops the shared
+// exclusive and durable queues, a stream, bindings and consumers, and checks
+// that everything comes back: consumers call OnStart again, and a stream
+// consumer resumes after the last message it handled. It does not run in parallel: it stops the shared
 // node (testenv coordinates with other packages' tests).
 func TestAMQPReconnect(t *testing.T) {
 	const wait = 30 * time.Second
@@ -143,7 +168,8 @@ func TestAMQPReconnect(t *testing.T) {
 	x := "hearth-test.reconnect." + suffix
 	durable := "hearth-test.reconnect.durable." + suffix
 	exclusive := "hearth-test.reconnect.exclusive." + suffix
-	t.Cleanup(func() { deleteTopology(t, []string{x}, []string{durable}) })
+	stream := "hearth-test.reconnect.stream." + suffix
+	t.Cleanup(func() { deleteTopology(t, []string{x}, []string{durable, stream}) })
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -153,17 +179,29 @@ func TestAMQPReconnect(t *testing.T) {
 	must(b.DeclareExchange(ctx, x))
 	must(b.DeclareQueue(ctx, broker.QueueSpec{Name: durable, Durable: true, MaxLength: 1000}))
 	must(b.DeclareQueue(ctx, broker.QueueSpec{Name: exclusive, Exclusive: true, MaxLength: 1000}))
+	must(b.DeclareQueue(ctx, broker.QueueSpec{Name: stream, Stream: true, MaxLengthBytes: 1 << 20}))
 	must(b.Bind(ctx, durable, x, "d.*"))
 	must(b.Bind(ctx, exclusive, x, "e.#"))
 	must(b.Bind(ctx, exclusive, x, "unbound.later"))
 	held := &recorder{hold: true} // keeps its first delivery unacknowledged
 	must(b.Consume(ctx, broker.ConsumeSpec{Queue: durable}, held.handle))
 	excl := &recorder{}
-	must(b.Consume(ctx, broker.ConsumeSpec{Queue: exclusive}, excl.handle))
+	must(b.Consume(ctx, broker.ConsumeSpec{Queue: exclusive, OnStart: excl.onStart}, excl.handle))
+	streamed := &recorder{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("durable %q, exclusive %q, stream %q", held.bodies(), excl.bodies(), streamed.bodies())
+		}
+	})
+	must(b.Consume(ctx, broker.ConsumeSpec{Queue: stream, StreamOffset: broker.OffsetFirst, OnStart: streamed.onStart}, streamed.handle))
 
 	must(b.Publish(ctx, x, broker.Message{Key: "d.1", Body: []byte("held"), Persistent: true}))
 	must(b.Publish(ctx, x, broker.Message{Key: "e.1", Body: []byte("e-before")}))
-	testenv.WaitFor(t, wait, func() bool { return held.has("held") && excl.has("e-before") }, "deliveries before the restart")
+	must(b.Publish(ctx, "", broker.Message{Key: stream, Body: []byte("s1")}))
+	must(b.Publish(ctx, "", broker.Message{Key: stream, Body: []byte("s2")}))
+	testenv.WaitFor(t, wait, func() bool {
+		return held.has("held") && excl.has("e-before") && streamed.has("s2")
+	}, "deliveries before the restart")
 	held.mu.Lock()
 	unacked := held.ds[0]
 	held.hold = false
@@ -208,7 +246,27 @@ func TestAMQPReconnect(t *testing.T) {
 	must(b.Publish(ctx, x, broker.Message{Key: "bound.during.outage", Body: []byte("not-recorded")}))
 	must(b.Publish(ctx, x, broker.Message{Key: "unbound.later", Body: []byte("unbound")}))
 	must(b.Publish(ctx, x, broker.Message{Key: "e.2", Body: []byte("e-after")}))
-	testenv.WaitFor(t, wait, func() bool { return held.has("d-after") && excl.has("e-after") }, "deliveries after the restart")
+	// For a moment after the restart the stream is not running yet: RabbitMQ
+	// returns what is published to it, and Publish reports ErrUnroutable.
+	testenv.WaitFor(t, wait, func() bool {
+		err := b.Publish(ctx, "", broker.Message{Key: stream, Body: []byte("s3")})
+		if err != nil && !errors.Is(err, broker.ErrUnroutable) {
+			t.Fatalf("Publish to the stream after the restart: %v", err)
+		}
+		return err == nil
+	}, "publishing to the stream after the restart")
+	testenv.WaitFor(t, wait, func() bool {
+		return held.has("d-after") && excl.has("e-after") && streamed.has("s3")
+	}, "deliveries after the restart")
+	if n := excl.startCount(); n != 2 {
+		t.Fatalf("OnStart was called %d times, want 2: once per subscription", n)
+	}
+	if got := streamed.bodies(); !slices.Equal(got, []string{"s1", "s2", "s3"}) {
+		t.Fatalf("stream consumer got %q across the restart, want [s1 s2 s3]: it resumes after the last offset it handled", got)
+	}
+	if offs := streamed.offsets(); offs[0] >= offs[1] || offs[1] >= offs[2] {
+		t.Fatalf("stream offsets across the restart: %v", offs)
+	}
 	if got := excl.bodies(); !slices.Equal(got, []string{"e-before", "e-after"}) {
 		t.Fatalf("exclusive queue got %q: a binding made or removed during the outage leaked", got)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -18,13 +19,17 @@ type LocalConfig struct {
 }
 
 // Local is an in-process Broker with RabbitMQ's topic-exchange semantics:
-// durable topic exchanges, bounded queues with RabbitMQ's length and
-// overflow rules, prefetch, acknowledgements, requeueing and exclusive
-// consumers. It is the embedded default for a single machine.
+// durable topic exchanges, the default exchange "" routing by queue name,
+// bounded queues with RabbitMQ's length and overflow rules, streams, prefetch,
+// acknowledgements, requeueing and exclusive consumers. It is the embedded
+// default for a single machine.
 //
 // Differences from RabbitMQ, none of which Hearth relies on: nothing
 // survives the process; Durable, Quorum, Persistent and exclusive queues'
-// ownership are accepted and ignored; the default exchange "" does not exist.
+// ownership are accepted and ignored. Streams (broker_local_stream.go) are
+// in memory; their retention drops single messages rather than segments
+// (SegmentBytes is ignored), their offsets are consecutive, and OffsetLast
+// starts at the newest message rather than at the newest chunk.
 //
 // Publish does not copy message bodies: a body must not be modified after
 // it was published (consumers share it, read-only).
@@ -34,6 +39,7 @@ type LocalConfig struct {
 // Locks are taken in that order and never the other way round.
 type Local struct {
 	log zerolog.Logger
+	now func() time.Time // the clock of stream retention by age
 
 	mu        sync.RWMutex // guards exchanges, queues and closed
 	exchanges map[string]*localExchange
@@ -51,6 +57,7 @@ var _ Broker = (*Local)(nil)
 func NewLocal(cfg LocalConfig) *Local {
 	return &Local{
 		log:       cfg.Logger,
+		now:       time.Now,
 		exchanges: make(map[string]*localExchange),
 		queues:    make(map[string]*localQueue),
 		done:      make(chan struct{}),
@@ -100,7 +107,11 @@ func (l *Local) DeclareQueue(ctx context.Context, spec QueueSpec) error {
 		}
 		return nil
 	}
-	l.queues[spec.Name] = &localQueue{spec: spec}
+	q := &localQueue{spec: spec}
+	if spec.Stream {
+		q.stream = &localStream{now: l.now}
+	}
+	l.queues[spec.Name] = q
 	return nil
 }
 
@@ -117,6 +128,9 @@ func (l *Local) lookup(queue, exchange string) (*localQueue, *localExchange, err
 // Bind routes messages published to exchange with a key matching pattern to
 // queue. Binding twice is a no-op.
 func (l *Local) Bind(ctx context.Context, queue, exchange, pattern string) error {
+	if err := checkExchangeName(exchange); err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -136,6 +150,9 @@ func (l *Local) Bind(ctx context.Context, queue, exchange, pattern string) error
 
 // Unbind removes a binding. Removing an absent binding is a no-op.
 func (l *Local) Unbind(ctx context.Context, queue, exchange, pattern string) error {
+	if err := checkExchangeName(exchange); err != nil {
+		return err
+	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -150,30 +167,42 @@ func (l *Local) Unbind(ctx context.Context, queue, exchange, pattern string) err
 }
 
 // Publish routes m to every queue bound to exchange with a matching pattern
-// (once per queue, however many of its patterns match). It returns an error
-// wrapping ErrNotFound for a missing exchange and ErrNacked when any target
-// queue refused the message (overflow reject-publish); as with RabbitMQ, the
+// (once per queue, however many of its patterns match), or, for the default
+// exchange "", to the queue named m.Key. It returns an error wrapping
+// ErrNotFound for a missing exchange and ErrNacked when any target queue
+// refused the message (overflow reject-publish); as with RabbitMQ, the
 // queues that accepted it keep it. A message no queue matches is dropped
-// and Publish returns nil.
+// and Publish returns nil, except on the default exchange, where it returns
+// ErrUnroutable.
 func (l *Local) Publish(ctx context.Context, exchange string, m Message) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var buf [8]*localQueue
+	targets := buf[:0]
 	l.mu.RLock()
 	closed, ex := l.closed, l.exchanges[exchange]
+	if exchange == "" {
+		if q := l.queues[m.Key]; q != nil {
+			targets = append(targets, q)
+		}
+	}
 	l.mu.RUnlock()
 	if closed {
 		return ErrClosed
 	}
-	if ex == nil {
-		return fmt.Errorf("publishing to exchange %q: %w", exchange, ErrNotFound)
+	if exchange != "" {
+		if ex == nil {
+			return fmt.Errorf("publishing to exchange %q: %w", exchange, ErrNotFound)
+		}
+		ex.mu.RLock()
+		targets = ex.route(m.Key, targets)
+		ex.mu.RUnlock()
 	}
-
-	var buf [8]*localQueue
-	ex.mu.RLock()
-	targets := ex.route(m.Key, buf[:0])
-	ex.mu.RUnlock()
 	if len(targets) == 0 {
+		if exchange == "" {
+			return fmt.Errorf("publishing to queue %q through the default exchange: %w", m.Key, ErrUnroutable)
+		}
 		return nil
 	}
 	msg := &localMessage{Message: m, exchange: exchange}
@@ -192,7 +221,9 @@ func (l *Local) Publish(ctx context.Context, exchange string, m Message) error {
 // Consume starts a consumer on queue. It fails with ErrNotFound for a
 // missing queue and ErrInUse when the queue's exclusivity forbids it. The
 // consumer runs until ctx is done or Close is called; its unacknowledged
-// deliveries then go back to the head of the queue, marked Redelivered.
+// deliveries then go back to the head of the queue, marked Redelivered (see
+// ConsumeSpec for its life and hooks). A consumer whose OnStart fails leaves
+// the queue the same way and joins it again after a backoff.
 func (l *Local) Consume(ctx context.Context, spec ConsumeSpec, h Handler) error {
 	spec, err := spec.normalize()
 	if err != nil {
@@ -213,18 +244,28 @@ func (l *Local) Consume(ctx context.Context, spec ConsumeSpec, h Handler) error 
 	if q == nil {
 		return fmt.Errorf("consuming queue %q: %w", spec.Queue, ErrNotFound)
 	}
-	c := &localConsumer{q: q, spec: spec, h: h, wake: make(chan struct{}, 1)}
-	if err := q.attach(c); err != nil {
+	if err := spec.checkStream(q.spec.Stream); err != nil {
+		return err
+	}
+	c := &localConsumer{
+		q:    q,
+		ctx:  ctx,
+		done: l.done,
+		spec: spec,
+		h:    h,
+		log:  l.log.With().Str("queue", spec.Queue).Logger(),
+	}
+	s := c.newSub()
+	if err := q.attach(s); err != nil {
 		return err
 	}
 	// wg.Add under mu: Close sets closed under mu before it waits.
 	l.wg.Add(1)
 	go func() {
 		defer l.wg.Done()
-		c.run(ctx, l.done)
-		l.log.Debug().Str("queue", spec.Queue).Msg("broker: consumer stopped")
+		c.run(s)
 	}()
-	l.log.Debug().Str("queue", spec.Queue).Msg("broker: consumer started")
+	c.log.Debug().Msg("broker: consumer started")
 	return nil
 }
 
@@ -469,19 +510,21 @@ type localEntry struct {
 	msg         *localMessage
 	redelivered bool
 	tag         uint64
+	offset      int64 // in a stream
 }
 
-// localQueue is a bounded FIFO queue with its consumers. Like RabbitMQ, the
-// length bounds count only ready messages (not those delivered and
-// unacknowledged), and messages go straight to a consumer with spare
-// prefetch when there is one.
+// localQueue is a bounded FIFO queue, or a stream, with its consumers. Like
+// RabbitMQ, the length bounds of a queue count only ready messages (not
+// those delivered and unacknowledged), and messages go straight to a
+// consumer with spare prefetch when there is one.
 type localQueue struct {
 	spec QueueSpec // normalized; immutable
 
-	mu         sync.Mutex // guards the fields below
+	mu         sync.Mutex // guards the fields below, and those of stream
 	ready      ring[localEntry]
 	readyBytes int
-	consumers  []*localConsumer
+	stream     *localStream // non-nil for a stream, which has no ready messages
+	consumers  []*localSub
 	exclusive  bool // the queue's only consumer is exclusive
 	next       int  // round-robin position in consumers
 	tags       uint64
@@ -493,6 +536,11 @@ func (q *localQueue) push(m *localMessage) bool {
 	size := len(m.Body)
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if q.stream != nil {
+		q.stream.append(q.spec, m)
+		q.dispatch()
+		return true
+	}
 	if q.spec.Overflow == RejectPublish && q.overBy(1, size) {
 		return false
 	}
@@ -529,65 +577,92 @@ func (q *localQueue) requeue(es []localEntry) {
 }
 
 // dispatch hands ready messages to consumers with spare prefetch, round
-// robin. q.mu held.
+// robin; in a stream, every consumer reads on from its own offset. q.mu held.
 func (q *localQueue) dispatch() {
+	if q.stream != nil {
+		q.stream.dispatch(q)
+		return
+	}
 	for q.ready.len() > 0 {
-		var c *localConsumer
-		for i := range q.consumers {
-			cand := q.consumers[(q.next+i)%len(q.consumers)]
-			if cand.inFlight() < cand.spec.Prefetch {
-				c = cand
-				q.next = (q.next + i + 1) % len(q.consumers)
-				break
+		var s *localSub
+		if q.spec.SingleActiveConsumer {
+			// Only the oldest subscription receives; the others stand by.
+			if len(q.consumers) > 0 && q.consumers[0].inFlight() < q.consumers[0].c.spec.Prefetch {
+				s = q.consumers[0]
 			}
+		} else {
+			s = q.pick()
 		}
-		if c == nil {
+		if s == nil {
 			return
 		}
 		e := q.ready.popFront()
 		q.readyBytes -= len(e.msg.Body)
 		q.tags++
 		e.tag = q.tags
-		c.give(e)
+		s.give(e)
 	}
 }
 
-// attach adds a consumer, enforcing exclusivity.
-func (q *localQueue) attach(c *localConsumer) error {
+// pick chooses the next consumer with spare prefetch, round robin. q.mu held.
+func (q *localQueue) pick() *localSub {
+	for i := range q.consumers {
+		cand := q.consumers[(q.next+i)%len(q.consumers)]
+		if cand.inFlight() < cand.c.spec.Prefetch {
+			q.next = (q.next + i + 1) % len(q.consumers)
+			return cand
+		}
+	}
+	return nil
+}
+
+// attach adds a subscription, enforcing exclusivity, and places a stream
+// consumer at its starting offset.
+func (q *localQueue) attach(s *localSub) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.exclusive || (c.spec.Exclusive && len(q.consumers) > 0) {
+	spec := s.c.spec
+	if q.exclusive || (spec.Exclusive && len(q.consumers) > 0) {
 		return fmt.Errorf("consuming queue %q: %w", q.spec.Name, ErrInUse)
 	}
-	q.exclusive = c.spec.Exclusive
-	q.consumers = append(q.consumers, c)
+	q.exclusive = spec.Exclusive
+	if q.stream != nil {
+		s.offset = q.stream.start(q.spec, s.c.startOffset())
+	}
+	q.consumers = append(q.consumers, s)
 	q.dispatch()
 	return nil
 }
 
-// detach removes a stopped consumer and requeues what it had not settled.
-func (q *localQueue) detach(c *localConsumer) {
+// detach removes a subscription that ended and requeues what it had not
+// settled (nothing, in a stream: its messages stay where they are).
+func (q *localQueue) detach(s *localSub) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if i := slices.Index(q.consumers, c); i >= 0 {
+	if i := slices.Index(q.consumers, s); i >= 0 {
 		q.consumers = slices.Delete(q.consumers, i, i+1)
 	}
-	if c.spec.Exclusive {
+	if s.c.spec.Exclusive {
 		q.exclusive = false
 	}
-	c.stopped = true
-	pending := make([]localEntry, 0, len(c.unacked)+c.inbox.len())
-	for _, e := range c.unacked {
+	s.stopped = true
+	if q.stream != nil {
+		s.unacked = nil
+		s.inbox = ring[localEntry]{}
+		return
+	}
+	pending := make([]localEntry, 0, len(s.unacked)+s.inbox.len())
+	for _, e := range s.unacked {
 		pending = append(pending, e)
 	}
-	if c.spec.AutoAck {
+	if s.c.spec.AutoAck {
 		// Auto-ack deliveries the handler never saw are not lost.
-		for c.inbox.len() > 0 {
-			pending = append(pending, c.inbox.popFront())
+		for s.inbox.len() > 0 {
+			pending = append(pending, s.inbox.popFront())
 		}
 	}
-	c.unacked = nil
-	c.inbox = ring[localEntry]{}
+	s.unacked = nil
+	s.inbox = ring[localEntry]{}
 	slices.SortFunc(pending, func(a, b localEntry) int {
 		switch {
 		case a.tag < b.tag:
@@ -600,102 +675,215 @@ func (q *localQueue) detach(c *localConsumer) {
 	q.requeue(pending)
 }
 
-// localConsumer is one consumer: a goroutine calling its handler for the
-// deliveries in its inbox, in order.
+// Backoff between a local consumer's attempts to subscribe again after a
+// failed OnStart.
+const (
+	localRetryMin = 10 * time.Millisecond
+	localRetryMax = time.Second
+)
+
+// localConsumer is one Consume call: a goroutine calling its handler for the
+// deliveries of its current subscription, in order. It outlives the
+// subscriptions that a failed OnStart drops.
 type localConsumer struct {
 	q    *localQueue
+	ctx  context.Context
+	done <-chan struct{} // closed by Local.Close
 	spec ConsumeSpec
 	h    Handler
+	log  zerolog.Logger
+
+	// Used by the consumer's goroutine only (and by Consume before it starts).
+	delivered bool  // a stream delivery was handed to h
+	last      int64 // the offset of the last one
+}
+
+// localSub is one subscription of a consumer to its queue.
+type localSub struct {
+	c    *localConsumer
 	wake chan struct{} // capacity 1: the inbox got something
 
-	// Guarded by q.mu.
+	// Guarded by c.q.mu.
 	inbox   ring[localEntry]
 	unacked map[uint64]localEntry // manual ack: delivered and not settled (includes inbox)
 	stopped bool
+	offset  int64 // stream: the next offset to deliver
+}
+
+func (c *localConsumer) newSub() *localSub {
+	return &localSub{c: c, wake: make(chan struct{}, 1)}
+}
+
+// startOffset is where a stream subscription starts: just after the last
+// offset delivered, if any, else where the spec says.
+func (c *localConsumer) startOffset() StreamOffset {
+	if c.delivered {
+		return OffsetAt(c.last + 1)
+	}
+	return c.spec.StreamOffset
 }
 
 // inFlight counts deliveries that hold a prefetch slot. q.mu held.
-func (c *localConsumer) inFlight() int {
-	if c.spec.AutoAck {
-		return c.inbox.len()
+func (s *localSub) inFlight() int {
+	if s.c.spec.AutoAck {
+		return s.inbox.len()
 	}
-	return len(c.unacked)
+	return len(s.unacked)
 }
 
-// give hands e to the consumer. q.mu held.
-func (c *localConsumer) give(e localEntry) {
-	if !c.spec.AutoAck {
-		if c.unacked == nil {
-			c.unacked = make(map[uint64]localEntry)
+// give hands e to the subscription. q.mu held.
+func (s *localSub) give(e localEntry) {
+	if !s.c.spec.AutoAck {
+		if s.unacked == nil {
+			s.unacked = make(map[uint64]localEntry)
 		}
-		c.unacked[e.tag] = e
+		s.unacked[e.tag] = e
 	}
-	c.inbox.pushBack(e)
+	s.inbox.pushBack(e)
 	select {
-	case c.wake <- struct{}{}:
+	case s.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (c *localConsumer) run(ctx context.Context, done <-chan struct{}) {
-	defer c.q.detach(c)
-	for {
-		select {
-		case <-ctx.Done():
+// run delivers until the consumer stops, subscribing again after a failed
+// OnStart, then calls OnStop.
+func (c *localConsumer) run(s *localSub) {
+	defer c.stopped()
+	for failures := 0; ; {
+		if c.stopping() {
+			c.q.detach(s)
 			return
-		case <-done:
-			return
-		default:
 		}
-		c.q.mu.Lock()
-		if c.inbox.len() == 0 {
-			c.q.mu.Unlock()
-			select {
-			case <-c.wake:
-				continue
-			case <-ctx.Done():
-				return
-			case <-done:
+		err := c.start()
+		if err == nil {
+			c.deliver(s) // returns once the consumer stops
+			c.q.detach(s)
+			return
+		}
+		c.q.detach(s)
+		failures++
+		delay := backoffDelay(localRetryMin, localRetryMax, failures)
+		c.log.Warn().Err(err).Int("attempt", failures).Dur("delay", delay).
+			Msg("broker: consumer OnStart failed; subscribing again")
+		if !c.sleep(delay) {
+			return
+		}
+		for attempt := 1; ; attempt++ {
+			s = c.newSub()
+			err := c.q.attach(s)
+			if err == nil {
+				break
+			}
+			delay := backoffDelay(localRetryMin, localRetryMax, attempt)
+			c.log.Warn().Err(err).Int("attempt", attempt).Dur("delay", delay).
+				Msg("broker: subscribing again failed")
+			if !c.sleep(delay) {
 				return
 			}
 		}
-		e := c.inbox.popFront()
-		c.q.mu.Unlock()
+	}
+}
+
+// start calls OnStart.
+func (c *localConsumer) start() error {
+	if c.spec.OnStart == nil {
+		return nil
+	}
+	return c.spec.OnStart()
+}
+
+// stopped calls OnStop once the consumer left its queue.
+func (c *localConsumer) stopped() {
+	c.log.Debug().Msg("broker: consumer stopped")
+	if c.spec.OnStop != nil {
+		c.spec.OnStop()
+	}
+}
+
+func (c *localConsumer) stopping() bool {
+	select {
+	case <-c.ctx.Done():
+		return true
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits d; it reports false when the consumer must stop meanwhile.
+func (c *localConsumer) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
+	case <-c.done:
+		return false
+	}
+}
+
+// deliver calls the handler for each delivery of s until the consumer
+// stops.
+func (c *localConsumer) deliver(s *localSub) {
+	q := c.q
+	for !c.stopping() {
+		q.mu.Lock()
+		if s.inbox.len() == 0 {
+			q.mu.Unlock()
+			select {
+			case <-s.wake:
+				continue
+			case <-c.ctx.Done():
+				return
+			case <-c.done:
+				return
+			}
+		}
+		e := s.inbox.popFront()
+		q.mu.Unlock()
 
 		d := &Delivery{
 			Message:     e.msg.Message,
 			Exchange:    e.msg.exchange,
 			Redelivered: e.redelivered,
+			Offset:      e.offset,
+		}
+		if q.stream != nil {
+			c.delivered, c.last = true, e.offset
 		}
 		if !c.spec.AutoAck {
-			d.ack = c
+			d.ack = s
 			d.tag = e.tag
 		}
 		c.h(d)
 	}
 }
 
-func (c *localConsumer) ack(tag uint64) error {
-	return c.settle(tag, false, false)
+func (s *localSub) ack(tag uint64) error {
+	return s.settle(tag, false, false)
 }
 
-func (c *localConsumer) nack(tag uint64, requeue bool) error {
-	return c.settle(tag, true, requeue)
+func (s *localSub) nack(tag uint64, requeue bool) error {
+	return s.settle(tag, true, requeue)
 }
 
-func (c *localConsumer) settle(tag uint64, reject, requeue bool) error {
-	q := c.q
+func (s *localSub) settle(tag uint64, reject, requeue bool) error {
+	q := s.c.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	e, ok := c.unacked[tag]
+	e, ok := s.unacked[tag]
 	if !ok {
-		if c.stopped {
+		if s.stopped {
 			return fmt.Errorf("settling delivery from %q: consumer stopped, message requeued: %w", q.spec.Name, ErrUnavailable)
 		}
 		return fmt.Errorf("settling delivery from %q: unknown delivery tag %d", q.spec.Name, tag)
 	}
-	delete(c.unacked, tag)
-	if reject && requeue {
+	delete(s.unacked, tag)
+	if reject && requeue && q.stream == nil {
 		q.requeue([]localEntry{e})
 		return nil
 	}
@@ -711,6 +899,9 @@ type ring[T any] struct {
 }
 
 func (r *ring[T]) len() int { return r.n }
+
+// at returns the i-th element from the front (0 ≤ i < len).
+func (r *ring[T]) at(i int) T { return r.buf[(r.head+i)%len(r.buf)] }
 
 func (r *ring[T]) grow() {
 	size := 2 * len(r.buf)
