@@ -20,6 +20,10 @@ const (
 	// the ingress exchange directly. Only TypePublish is accepted; Edge and
 	// Conn are empty, User names the service, and no ack is sent.
 	KindIntegrator EnvelopeKind = 3
+	// KindTick is published by the hub that owns a shard into the shard's
+	// own queue, so periodic work (removing the members of dead edges) runs
+	// in order with the shard's other envelopes. It carries no frame.
+	KindTick EnvelopeKind = 4
 )
 
 // Envelope is what edges and integrators publish to ExchangeIngress with
@@ -77,6 +81,8 @@ func DecodeEnvelope(b []byte, l Limits) (Envelope, error) {
 		if e.Frame.Type != TypePublish {
 			return e, fmt.Errorf("protocol: integrator envelope with frame type %d, want publish", e.Frame.Type)
 		}
+	case KindTick:
+		return e, nil
 	default:
 		return e, fmt.Errorf("protocol: unknown envelope kind %d", e.Kind)
 	}

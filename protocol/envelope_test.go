@@ -45,7 +45,7 @@ func TestDecodeEnvelope(t *testing.T) {
 		{"version 0", client(func(e *protocol.Envelope) { e.V = 0 }), false, "version 0"},
 		{"version 2", client(func(e *protocol.Envelope) { e.V = 2 }), false, "version 2"},
 		{"kind 0", client(func(e *protocol.Envelope) { e.Kind = 0 }), false, "kind 0"},
-		{"kind 4", client(func(e *protocol.Envelope) { e.Kind = 4 }), false, "kind 4"},
+		{"kind 9", client(func(e *protocol.Envelope) { e.Kind = 9 }), false, "kind 9"},
 		{"kind 255", integrator(func(e *protocol.Envelope) { e.Kind = 255 }), false, "kind 255"},
 		{"empty user", client(func(e *protocol.Envelope) { e.User = "" }), false, "user"},
 		{"bad user", client(func(e *protocol.Envelope) { e.User = "a.b" }), false, "user"},

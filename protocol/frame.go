@@ -22,6 +22,24 @@ const (
 	TypeLeave FrameType = 2
 	// TypePublish sends Body to Room. Required: Room, CMID.
 	TypePublish FrameType = 3
+	// TypeHistory asks for a room's retained messages: After > 0 gives those
+	// with seq > After, Before > 0 those with seq < Before (the newest
+	// Limit of them), neither the newest Limit. Required: Room. Answered by
+	// TypeHistoryReply.
+	TypeHistory FrameType = 4
+	// TypeTyping says the user is typing in Room. Ephemeral: never
+	// sequenced or stored, broadcast as TypeTypingEvent, no reply.
+	TypeTyping FrameType = 5
+	// TypeRead records that the user has read Room up to Seq; broadcast as
+	// TypeReceipt. Required: Room, Seq.
+	TypeRead FrameType = 6
+)
+
+// DefaultHistoryLimit and MaxHistoryLimit bound the messages in one
+// history reply.
+const (
+	DefaultHistoryLimit = 50
+	MaxHistoryLimit     = 500
 )
 
 // Server → client frame types.
@@ -42,6 +60,14 @@ const (
 	// TypeError reports a failed request: ID (zero when the request's id is
 	// unknown), Code, Text, and Room when the request named one.
 	TypeError FrameType = 70
+	// TypeHistoryReply answers a history request: ID, Room, Seq (the room's
+	// current seq), History (message frames in seq order) and Reset when
+	// the request reached back beyond what the room retains.
+	TypeHistoryReply FrameType = 71
+	// TypeTypingEvent tells a room that User is typing: Room, User.
+	TypeTypingEvent FrameType = 72
+	// TypeReceipt tells a room that User has read up to Seq: Room, User, Seq.
+	TypeReceipt FrameType = 73
 )
 
 // Presence events.
@@ -70,6 +96,20 @@ type Frame struct {
 	Event   string    `msgpack:"ev,omitempty"`
 	Code    ErrorCode `msgpack:"code,omitempty"`
 	Text    string    `msgpack:"text,omitempty"`
+	// Since, on a join, is the last seq the client saw in the room: the
+	// joined reply's History then holds every later message (a resume),
+	// or Reset is set when they are no longer retained. Absent: a fresh
+	// join, whose History is the room's recent messages.
+	Since *uint64 `msgpack:"since,omitempty"`
+	// History holds message frames (TypeMessage), in seq order.
+	History []Frame `msgpack:"history,omitempty"`
+	// Reset tells the client its view of the room cannot be completed: it
+	// must drop what it has and start from this reply.
+	Reset bool `msgpack:"reset,omitempty"`
+	// Before, After and Limit select messages in a history request.
+	Before uint64 `msgpack:"before,omitempty"`
+	After  uint64 `msgpack:"after,omitempty"`
+	Limit  uint32 `msgpack:"limit,omitempty"`
 }
 
 // Decoding errors.
@@ -147,7 +187,7 @@ func (e *FrameError) Error() string { return e.Code.String() + ": " + e.Text }
 // follow the rules. The result is nil or a *FrameError.
 func (f *Frame) ValidateClient(l Limits) *FrameError {
 	switch f.Type {
-	case TypeJoin, TypeLeave, TypePublish:
+	case TypeJoin, TypeLeave, TypePublish, TypeHistory, TypeTyping, TypeRead:
 	default:
 		return &FrameError{CodeUnknownType, fmt.Sprintf("frame type %d is not a client frame", f.Type)}
 	}
@@ -156,6 +196,12 @@ func (f *Frame) ValidateClient(l Limits) *FrameError {
 	}
 	if err := ValidateID(f.Room); err != nil {
 		return &FrameError{CodeInvalidRoom, err.Error()}
+	}
+	if f.Type == TypeRead && f.Seq == 0 {
+		return &FrameError{CodeMissingField, "seq is required"}
+	}
+	if f.Type == TypeHistory && f.Limit > MaxHistoryLimit {
+		return &FrameError{CodeBadFrame, fmt.Sprintf("limit %d exceeds %d", f.Limit, MaxHistoryLimit)}
 	}
 	if f.Type == TypePublish {
 		if f.CMID == "" {

@@ -150,6 +150,7 @@ func FuzzDecodeEnvelope(f *testing.F) {
 			if e.Frame.Type != protocol.TypePublish {
 				t.Fatalf("accepted integrator frame type %d", e.Frame.Type)
 			}
+		case protocol.KindTick:
 		default:
 			t.Fatalf("accepted kind %d", e.Kind)
 		}

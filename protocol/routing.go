@@ -103,3 +103,12 @@ const (
 	HeaderConn = "hearth-conn"
 	HeaderRoom = "hearth-room"
 )
+
+// ExchangeControl carries liveness announcements between processes: hubs
+// publish Heartbeat to "hub.<id>", edges to "edge.<id>". Durable topic
+// exchange; the messages are transient.
+const ExchangeControl = "hearth.control"
+
+// HubHeartbeatKey and EdgeHeartbeatKey are the control routing keys.
+func HubHeartbeatKey(id string) string  { return "hub." + id }
+func EdgeHeartbeatKey(id string) string { return "edge." + id }
