@@ -60,6 +60,9 @@ type Config struct {
 	// ReconnectHint is the upper bound, in the 1001 close reason, of the
 	// random delay before clients reconnect. Zero value means 2s.
 	ReconnectHint time.Duration `flag:"reconnect-hint" env:"HEARTH_RECONNECT_HINT" default:"2s" usage:"clients spread their reconnects over this long after a drain"`
+	// Announce is the interval of the edge's liveness announcements to the
+	// hubs. Zero value means 2s; it must stay well below the hubs' edge timeout.
+	Announce time.Duration `flag:"announce" env:"HEARTH_EDGE_ANNOUNCE" default:"2s" usage:"interval of liveness announcements to the hubs"`
 	// RequestTimeout bounds a broker round trip made for a client request. Zero value means 5s.
 	RequestTimeout time.Duration `flag:"request-timeout" env:"HEARTH_REQUEST_TIMEOUT" default:"5s" usage:"deadline of a broker round trip for a client request"`
 
@@ -87,6 +90,7 @@ func (c *Config) normalize() error {
 	setDefaultDur(&c.DrainTimeout, 10*time.Second)
 	setDefaultDur(&c.ReconnectHint, 2*time.Second)
 	setDefaultDur(&c.RequestTimeout, 5*time.Second)
+	setDefaultDur(&c.Announce, 2*time.Second)
 	if len(c.TrustedProxies) == 0 {
 		c.TrustedProxies = []string{"127.0.0.0/8", "::1/128"}
 	}

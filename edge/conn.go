@@ -36,6 +36,7 @@ const (
 type conn struct {
 	id     string
 	user   string
+	grants []string // private rooms the token grants
 	remote string
 	ws     *gws.Conn
 	nc     *lockedConn

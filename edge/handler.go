@@ -89,8 +89,8 @@ func (h *handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
 		s.join(c, &f)
 	case protocol.TypeLeave:
 		s.leave(c, &f)
-	case protocol.TypePublish:
-		s.publish(c, &f)
+	case protocol.TypePublish, protocol.TypeHistory, protocol.TypeRead, protocol.TypeTyping:
+		s.forMember(c, &f)
 	}
 }
 
@@ -98,6 +98,10 @@ func (h *handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
 // hub sees the join, so no broadcast after the hub's snapshot can miss
 // this edge. The connection receives the room from the hub's joined reply on.
 func (s *Server) join(c *conn, f *protocol.Frame) {
+	if !protocol.MayJoin(c.user, c.grants, f.Room) {
+		c.sendError(f.ID, f.Room, protocol.CodeForbidden, "this room is private")
+		return
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -177,12 +181,16 @@ func (s *Server) leave(c *conn, f *protocol.Frame) {
 	}
 }
 
-func (s *Server) publish(c *conn, f *protocol.Frame) {
+// forMember forwards a request that only a member of the room may make:
+// publish, history, read and typing.
+func (s *Server) forMember(c *conn, f *protocol.Frame) {
 	c.mu.Lock()
 	_, ok := c.rooms[f.Room]
 	c.mu.Unlock()
 	if !ok {
-		c.sendError(f.ID, f.Room, protocol.CodeNotMember, "join the room before publishing")
+		if f.Type != protocol.TypeTyping {
+			c.sendError(f.ID, f.Room, protocol.CodeNotMember, "join the room first")
+		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)

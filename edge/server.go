@@ -154,8 +154,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { serveErr <- hs.Serve(ln) }()
 
 	hbCtx, stopHB := context.WithCancel(context.Background())
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.heartbeatLoop(hbCtx)
+	go s.announceLoop(hbCtx)
 	s.log.Info().Str("addr", ln.Addr().String()).Msg("edge listening")
 	close(s.ready)
 
@@ -167,7 +168,37 @@ func (s *Server) Run(ctx context.Context) error {
 	s.drain(hs)
 	stopHB()
 	s.wg.Wait()
+	s.announce(true)
 	return err
+}
+
+// announceLoop tells the hubs this edge is alive, so they can remove the
+// members of an edge that died without saying goodbye.
+func (s *Server) announceLoop(ctx context.Context) {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.Announce)
+	defer t.Stop()
+	s.announce(false)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.announce(false)
+		}
+	}
+}
+
+func (s *Server) announce(leaving bool) {
+	body, err := protocol.EncodeHeartbeat(&protocol.Heartbeat{ID: s.cfg.ID, Incarnation: s.incarnation, Leaving: leaving})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Announce)
+	defer cancel()
+	if err := s.b.Publish(ctx, protocol.ExchangeControl, broker.Message{Key: protocol.EdgeHeartbeatKey(s.cfg.ID), Body: body}); err != nil {
+		s.log.Debug().Err(err).Msg("liveness announcement not published")
+	}
 }
 
 func (s *Server) setup(ctx context.Context) error {
@@ -287,6 +318,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	nc := &lockedConn{Conn: raw}
 	_ = nc.SetDeadline(time.Time{})
 	c := newConn(s, s.nextConnID(), id.User, remote, nc)
+	c.grants = id.Rooms
 	ws, err := s.upgrader.UpgradeFromConn(nc, br.Reader, r)
 	if err != nil {
 		s.releaseUser(id.User)

@@ -14,10 +14,6 @@ import (
 type Config struct {
 	// ID names the hub in logs. Zero value means a random id.
 	ID string `flag:"id" env:"HEARTH_HUB_ID" usage:"hub id; random when empty"`
-	// Index and Count assign shards statically: this hub consumes every
-	// shard k with k mod Count == Index. Zero values mean one hub owning all.
-	Index int `flag:"index" env:"HEARTH_HUB_INDEX" default:"0" usage:"this hub's index, 0..count-1 (static shard assignment)"`
-	Count int `flag:"count" env:"HEARTH_HUB_COUNT" default:"1" usage:"number of hubs sharing the shards"`
 	// Prefetch bounds unacknowledged envelopes per shard. Zero value means 64.
 	Prefetch int `flag:"prefetch" env:"HEARTH_HUB_PREFETCH" default:"64" usage:"unacknowledged envelopes per shard consumer"`
 	// MaxBody bounds a message body accepted from the ingress, in bytes. It
@@ -28,6 +24,34 @@ type Config struct {
 	// PublishTimeout bounds one broker publish. Zero value means 5s.
 	PublishTimeout time.Duration `flag:"publish-timeout" env:"HEARTH_HUB_PUBLISH_TIMEOUT" default:"5s" usage:"deadline of one broker publish"`
 
+	// HubHeartbeat is how often the hub announces itself to the others.
+	// Zero value means 1s.
+	HubHeartbeat time.Duration `flag:"hub-heartbeat" env:"HEARTH_HUB_HEARTBEAT" default:"1s" usage:"interval of the hub's liveness announcements"`
+	// HubTimeout is how long a silent hub keeps its shards; after it, the
+	// other hubs take them over. Zero value means 3s.
+	HubTimeout time.Duration `flag:"hub-timeout" env:"HEARTH_HUB_TIMEOUT" default:"3s" usage:"a hub silent this long loses its shards to the others"`
+	// EdgeTimeout is how long a silent edge's connections stay members of
+	// their rooms. Zero value means 6s.
+	EdgeTimeout time.Duration `flag:"edge-timeout" env:"HEARTH_EDGE_TIMEOUT" default:"6s" usage:"members of an edge silent this long are removed"`
+	// HistoryMessages and HistoryBytes bound each room's retained history.
+	// Zero values mean 1000 and 1 MiB.
+	HistoryMessages int `flag:"history-messages" env:"HEARTH_HISTORY_MESSAGES" default:"1000" usage:"messages retained per room"`
+	HistoryBytes    int `flag:"history-bytes" env:"HEARTH_HISTORY_BYTES" default:"1048576" usage:"body bytes retained per room"`
+	// JoinHistory is how many recent messages a fresh join receives.
+	// Zero value means 50.
+	JoinHistory int `flag:"join-history" env:"HEARTH_JOIN_HISTORY" default:"50" usage:"recent messages sent with a fresh join"`
+	// DedupWindow is how many client message ids per room are remembered
+	// to answer retried publishes. Zero value means 10000.
+	DedupWindow int `flag:"dedup-window" env:"HEARTH_DEDUP_WINDOW" default:"10000" usage:"client message ids remembered per room for idempotent publish"`
+	// SnapshotEvery writes a shard's whole state to its log after this many
+	// records. Zero value means 5000.
+	SnapshotEvery int `flag:"snapshot-every" env:"HEARTH_SNAPSHOT_EVERY" default:"5000" usage:"records between snapshots of a shard's state"`
+	// StateBytes bounds each shard's state stream on disk. It must hold a
+	// snapshot plus SnapshotEvery records. Zero value means 64 MiB.
+	StateBytes int `flag:"state-bytes" env:"HEARTH_STATE_BYTES" default:"67108864" usage:"retention of each shard's state stream in bytes"`
+	// ReplayTimeout bounds rebuilding a shard when taking it over. Zero value means 30s.
+	ReplayTimeout time.Duration `flag:"replay-timeout" env:"HEARTH_REPLAY_TIMEOUT" default:"30s" usage:"deadline for replaying a shard's state on takeover"`
+
 	// Topology is shared with the edges and must match theirs.
 	Topology topology.Config
 }
@@ -36,12 +60,6 @@ type Config struct {
 var ErrConfig = errors.New("hub: invalid config")
 
 func (c *Config) normalize() error {
-	if c.Count <= 0 {
-		c.Count = 1
-	}
-	if c.Index < 0 || c.Index >= c.Count {
-		return fmt.Errorf("%w: index %d not in [0, %d)", ErrConfig, c.Index, c.Count)
-	}
 	if c.Prefetch <= 0 {
 		c.Prefetch = 64
 	}
@@ -60,8 +78,33 @@ func (c *Config) normalize() error {
 	if err := protocol.ValidateID(c.ID); err != nil {
 		return fmt.Errorf("%w: id %q: %v", ErrConfig, c.ID, err)
 	}
-	if c.Count > c.Topology.NumShards() {
-		return fmt.Errorf("%w: %d hubs for %d shards", ErrConfig, c.Count, c.Topology.NumShards())
+	setDur(&c.HubHeartbeat, time.Second)
+	setDur(&c.HubTimeout, 3*time.Second)
+	setDur(&c.EdgeTimeout, 6*time.Second)
+	setDur(&c.ReplayTimeout, 30*time.Second)
+	setInt(&c.HistoryMessages, 1000)
+	setInt(&c.HistoryBytes, 1<<20)
+	setInt(&c.JoinHistory, 50)
+	setInt(&c.DedupWindow, 10000)
+	setInt(&c.SnapshotEvery, 5000)
+	setInt(&c.StateBytes, 64<<20)
+	if c.HubTimeout <= 2*c.HubHeartbeat {
+		return fmt.Errorf("%w: hub-timeout %v must exceed twice hub-heartbeat %v", ErrConfig, c.HubTimeout, c.HubHeartbeat)
+	}
+	if c.JoinHistory > protocol.MaxHistoryLimit {
+		c.JoinHistory = protocol.MaxHistoryLimit
 	}
 	return c.Topology.Validate()
+}
+
+func setDur(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+func setInt(n *int, v int) {
+	if *n <= 0 {
+		*n = v
+	}
 }

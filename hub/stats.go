@@ -13,13 +13,21 @@ type stats struct {
 	messages        atomic.Uint64
 	published       atomic.Uint64
 	publishFailures atomic.Uint64
-	rooms           atomic.Int64
+	takeovers       atomic.Uint64
+	snapshots       atomic.Uint64
+	duplicates      atomic.Uint64
 }
 
 // Stats is a snapshot of a worker's counters.
 type Stats struct {
 	Processed, BadEnvelopes, Refused, Messages, Published, PublishFailures uint64
-	Rooms                                                                  int64
+	// Takeovers counts shard state replays.
+	Takeovers uint64
+	Snapshots uint64
+	// Duplicates counts retried publishes answered from the de-duplication window.
+	Duplicates uint64
+	// Shards is the number of shards owned.
+	Shards int
 }
 
 // Stats returns the worker's counters.
@@ -28,12 +36,13 @@ func (w *Worker) Stats() Stats {
 	return Stats{
 		Processed: s.processed.Load(), BadEnvelopes: s.badEnvelopes.Load(), Refused: s.refused.Load(),
 		Messages: s.messages.Load(), Published: s.published.Load(), PublishFailures: s.publishFailures.Load(),
-		Rooms: s.rooms.Load(),
+		Takeovers: s.takeovers.Load(), Snapshots: s.snapshots.Load(),
+		Duplicates: s.duplicates.Load(), Shards: len(w.owner.shards()),
 	}
 }
 
-func (s *stats) register(reg prometheus.Registerer, id string) error {
-	labels := prometheus.Labels{"hub_id": id}
+func (s *stats) register(reg prometheus.Registerer, w *Worker) error {
+	labels := prometheus.Labels{"hub_id": w.cfg.ID}
 	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "hearth", Subsystem: "hub", Name: name, Help: help, ConstLabels: labels,
@@ -46,9 +55,12 @@ func (s *stats) register(reg prometheus.Registerer, id string) error {
 		counter("messages_total", "Room messages sequenced.", &s.messages),
 		counter("published_total", "Messages published to the egress exchange.", &s.published),
 		counter("publish_failures_total", "Egress publishes the broker did not confirm.", &s.publishFailures),
+		counter("takeovers_total", "Shard states replayed on taking a shard.", &s.takeovers),
+		counter("snapshots_total", "Shard state snapshots written.", &s.snapshots),
+		counter("duplicate_publishes_total", "Retried publishes answered from the de-duplication window.", &s.duplicates),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Namespace: "hearth", Subsystem: "hub", Name: "rooms", Help: "Rooms held in memory.", ConstLabels: labels,
-		}, func() float64 { return float64(s.rooms.Load()) }),
+			Namespace: "hearth", Subsystem: "hub", Name: "shards", Help: "Shards this hub owns.", ConstLabels: labels,
+		}, func() float64 { return float64(len(w.owner.shards())) }),
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -1,10 +1,18 @@
-// Package hub runs Hearth's chat logic for a set of ingress shards: room
-// membership and presence, per-room sequence numbers, and the broadcasts
-// and replies that go back to the edges.
+// Package hub runs Hearth's chat logic for the ingress shards it owns: room
+// membership and presence, per-room sequence numbers, history, idempotent
+// publish, read receipts and typing, and the broadcasts and replies that go
+// back to the edges.
+//
+// Hubs need no index or count: they announce themselves on the control
+// exchange, compute the same balanced assignment of shards from the live
+// set, and take shards with exclusive consumers, so RabbitMQ guarantees
+// that one hub at a time processes a shard (docs/adr/0001). A shard's state
+// lives in its stream, hearth.state.<n>, and is replayed by each new owner.
 //
 // Concurrency: each owned shard has one broker consumer, and its handler
 // runs on that consumer's goroutine; a shard's rooms are touched by that
-// goroutine alone, so room state needs no lock. Shards run in parallel.
+// goroutine alone, so room state needs no lock. Shards run in parallel. The
+// ownership loop runs on Run's goroutine.
 package hub
 
 import (
@@ -37,14 +45,17 @@ type Hooks struct {
 	Publish func(user, room string, body []byte) error
 }
 
-// Worker is one hub process's shard consumers.
+// Worker is one hub process.
 type Worker struct {
 	cfg   Config
 	hooks Hooks
 	log   zerolog.Logger
 	b     broker.Broker
-	reg   prometheus.Registerer
 	stats stats
+	state *stateLog
+	hubs  *liveness
+	edges *liveness
+	owner *owner
 
 	admin   http.Handler
 	adminLn net.Listener
@@ -65,8 +76,12 @@ func New(cfg Config, hooks Hooks, b broker.Broker, log zerolog.Logger, reg prome
 		hooks: hooks,
 		log:   log.With().Str("hub_id", cfg.ID).Logger(),
 		b:     b,
+		state: &stateLog{b: b, maxBytes: cfg.StateBytes, segment: cfg.StateBytes / 8},
+		hubs:  newLiveness(cfg.HubTimeout),
+		edges: newLiveness(cfg.EdgeTimeout),
 		ready: make(chan struct{}),
 	}
+	w.owner = newOwner(w)
 	var gatherer prometheus.Gatherer
 	if reg == nil {
 		r := prometheus.NewRegistry()
@@ -74,7 +89,7 @@ func New(cfg Config, hooks Hooks, b broker.Broker, log zerolog.Logger, reg prome
 	} else if g, ok := reg.(prometheus.Gatherer); ok {
 		gatherer = g
 	}
-	if err := w.stats.register(reg, cfg.ID); err != nil {
+	if err := w.stats.register(reg, w); err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
@@ -87,7 +102,11 @@ func New(cfg Config, hooks Hooks, b broker.Broker, log zerolog.Logger, reg prome
 	return w, nil
 }
 
-// Ready is closed once the worker consumes all its shards.
+// ID returns the hub's id.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Ready is closed once the worker has declared its topology and joined the
+// other hubs.
 func (w *Worker) Ready() <-chan struct{} { return w.ready }
 
 // AdminAddr returns the admin listener's address, or nil when disabled.
@@ -98,68 +117,148 @@ func (w *Worker) AdminAddr() net.Addr {
 	return w.adminLn.Addr()
 }
 
-// Shards returns the shards this worker owns.
-func (w *Worker) Shards() []int {
-	var out []int
-	for k := 0; k < w.cfg.Topology.NumShards(); k++ {
-		if k%w.cfg.Count == w.cfg.Index {
-			out = append(out, k)
-		}
-	}
-	return out
+// Shards returns the shards this worker owns or is taking.
+func (w *Worker) Shards() []int { return w.owner.shards() }
+
+func (w *Worker) limits() limits {
+	return limits{historyMessages: w.cfg.HistoryMessages, historyBytes: w.cfg.HistoryBytes, dedupWindow: w.cfg.DedupWindow}
 }
 
-// Run declares the topology, consumes the owned shards and serves the admin
-// endpoints until ctx is done. In-flight envelopes finish; unacknowledged
-// ones go back to their queues for the next owner.
+// Run declares the topology, joins the other hubs and keeps this hub's
+// share of the shards until ctx is done. Then it announces it is leaving
+// and releases its shards: in-flight envelopes finish, unacknowledged ones
+// go back to their queues for the next owner.
 func (w *Worker) Run(ctx context.Context) error {
 	// Everything Run starts stops when it returns, on every path.
 	ctx, cancelRun := context.WithCancel(ctx)
 	defer w.wg.Wait()
 	defer cancelRun()
+	if err := w.setup(ctx); err != nil {
+		return err
+	}
+	if w.cfg.ListenAdmin != "-" {
+		if err := w.serveAdmin(ctx); err != nil {
+			return err
+		}
+	}
+	w.running.Store(true)
+	w.heartbeat(false)
+	close(w.ready)
+	w.log.Info().Msg("hub running")
+
+	reconcile := time.NewTicker(250 * time.Millisecond)
+	defer reconcile.Stop()
+	beat := time.NewTicker(w.cfg.HubHeartbeat)
+	defer beat.Stop()
+	tick := time.NewTicker(w.cfg.EdgeTimeout / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			w.running.Store(false)
+			w.heartbeat(true)
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			w.owner.releaseAll(sctx)
+			cancel()
+			w.log.Info().Msg("hub stopped")
+			return nil
+		case <-reconcile.C:
+			if !w.b.State().Connected {
+				// Deaf to the control exchange: keep everyone's standing
+				// until the control consumer is back (its OnStart).
+				w.hubs.stopListening()
+				w.edges.stopListening()
+				continue
+			}
+			w.owner.reconcile()
+		case <-beat.C:
+			w.heartbeat(false)
+		case <-tick.C:
+			w.owner.tick()
+		}
+	}
+}
+
+func (w *Worker) setup(ctx context.Context) error {
 	setupCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := topology.Declare(setupCtx, w.b, w.cfg.Topology); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	if w.cfg.ListenAdmin != "-" {
-		ln, err := net.Listen("tcp", w.cfg.ListenAdmin)
-		if err != nil {
-			return fmt.Errorf("hub: admin listen: %w", err)
-		}
-		w.adminLn = ln
-		hs := &http.Server{Handler: w.admin, ReadHeaderTimeout: 10 * time.Second}
-		w.wg.Add(2)
-		go func() {
-			defer w.wg.Done()
-			_ = hs.Serve(ln)
-		}()
-		go func() {
-			defer w.wg.Done()
-			<-ctx.Done()
-			sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
-			defer c()
-			_ = hs.Shutdown(sctx)
-		}()
-	}
-	consumeCtx, stop := context.WithCancel(ctx)
-	defer stop()
-	for _, k := range w.Shards() {
-		sh := newShard(w, k)
-		err := w.b.Consume(consumeCtx, broker.ConsumeSpec{
-			Queue:     protocol.ShardQueue(k),
-			Exclusive: true,
-			Prefetch:  w.cfg.Prefetch,
-		}, sh.handle)
-		if err != nil {
-			return fmt.Errorf("hub: consuming shard %d: %w", k, err)
+	for n := 0; n < w.cfg.Topology.NumShards(); n++ {
+		if err := w.state.declare(setupCtx, n); err != nil {
+			return fmt.Errorf("hub: declaring state stream %d: %w", n, err)
 		}
 	}
-	w.running.Store(true)
-	w.log.Info().Ints("shards", w.Shards()).Msg("hub consuming")
-	close(w.ready)
-	<-ctx.Done()
-	w.running.Store(false)
+	q := "hearth.hub." + w.cfg.ID + ".control"
+	if err := w.b.DeclareQueue(setupCtx, broker.QueueSpec{Name: q, Exclusive: true, MaxLength: 10000, Overflow: broker.DropHead}); err != nil {
+		return fmt.Errorf("hub: declaring control queue: %w", err)
+	}
+	for _, pattern := range []string{protocol.HubHeartbeatKey("*"), protocol.EdgeHeartbeatKey("*")} {
+		if err := w.b.Bind(setupCtx, q, protocol.ExchangeControl, pattern); err != nil {
+			return fmt.Errorf("hub: binding control queue: %w", err)
+		}
+	}
+	err := w.b.Consume(ctx, broker.ConsumeSpec{Queue: q, AutoAck: true, Exclusive: true, OnStart: func() error {
+		// Announcements sent while this hub was not listening (a broker
+		// restart) are lost: silence from before now proves nothing.
+		w.hubs.restart()
+		w.edges.restart()
+		return nil
+	}}, w.onControl)
+	if err != nil {
+		return fmt.Errorf("hub: consuming control queue: %w", err)
+	}
+	return nil
+}
+
+// onControl records a hub's or an edge's liveness announcement.
+func (w *Worker) onControl(d *broker.Delivery) {
+	h, err := protocol.DecodeHeartbeat(d.Body)
+	if err != nil {
+		w.log.Debug().Err(err).Msg("bad heartbeat")
+		return
+	}
+	switch {
+	case d.Key == protocol.HubHeartbeatKey(h.ID):
+		w.hubs.heard(h.ID, h.Incarnation, h.Leaving)
+	case d.Key == protocol.EdgeHeartbeatKey(h.ID):
+		w.edges.heard(h.ID, h.Incarnation, h.Leaving)
+	}
+}
+
+// heartbeat announces this hub to the others.
+func (w *Worker) heartbeat(leaving bool) {
+	body, err := protocol.EncodeHeartbeat(&protocol.Heartbeat{ID: w.cfg.ID, Leaving: leaving})
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.HubHeartbeat)
+	defer cancel()
+	if err := w.b.Publish(ctx, protocol.ExchangeControl, broker.Message{Key: protocol.HubHeartbeatKey(w.cfg.ID), Body: body}); err != nil {
+		w.log.Debug().Err(err).Msg("heartbeat not published")
+	}
+}
+
+func (w *Worker) serveAdmin(ctx context.Context) error {
+	ln, err := net.Listen("tcp", w.cfg.ListenAdmin)
+	if err != nil {
+		return fmt.Errorf("hub: admin listen: %w", err)
+	}
+	w.adminLn = ln
+	hs := &http.Server{Handler: w.admin, ReadHeaderTimeout: 10 * time.Second}
+	w.wg.Add(2)
+	go func() {
+		defer w.wg.Done()
+		_ = hs.Serve(ln)
+	}()
+	go func() {
+		defer w.wg.Done()
+		<-ctx.Done()
+		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
+		defer c()
+		_ = hs.Shutdown(sctx)
+	}()
 	return nil
 }
 
@@ -170,6 +269,14 @@ func (w *Worker) serveReady(rw http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	_, _ = rw.Write([]byte("ready\n"))
+}
+
+// authorizeJoin applies the operator's join hook.
+func (w *Worker) authorizeJoin(user, room string) error {
+	if h := w.hooks.Join; h != nil {
+		return h(user, room)
+	}
+	return nil
 }
 
 // publish sends one message to the egress exchange and waits for the broker.

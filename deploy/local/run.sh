@@ -56,8 +56,8 @@ start() {
 if reachable "$amqp_host" "$amqp_port"; then
 	echo "run.sh: RabbitMQ reachable at $amqp_host:$amqp_port — starting 2 hubs, 2 edges and the TLS tier as separate processes" >&2
 	export AMQP_URL=$amqp_url
-	start "$bin/hearth-hub" -id hub-0 -index 0 -count 2 -admin-listen 127.0.0.1:9091
-	start "$bin/hearth-hub" -id hub-1 -index 1 -count 2 -admin-listen 127.0.0.1:9092
+	start "$bin/hearth-hub" -id hub-0 -admin-listen 127.0.0.1:9091
+	start "$bin/hearth-hub" -id hub-1 -admin-listen 127.0.0.1:9092
 	start "$bin/hearth-edge" -id edge-1 -listen 127.0.0.1:8081
 	start "$bin/hearth-edge" -id edge-2 -listen 127.0.0.1:8082
 	start "$bin/hearth-tls" -listen ":$tls_port" -edges http://127.0.0.1:8081,http://127.0.0.1:8082 -ca-dir "$state/tls"

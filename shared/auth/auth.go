@@ -28,6 +28,8 @@ var (
 // Claims are the token claims Hearth reads.
 type Claims struct {
 	jwt.RegisteredClaims
+	// Rooms lists the private rooms ("priv:…") the holder may join.
+	Rooms []string `json:"rooms,omitempty"`
 }
 
 // Identity is what a verified token says about its holder.
@@ -36,6 +38,8 @@ type Identity struct {
 	User string
 	// Expires is the "exp" claim.
 	Expires time.Time
+	// Rooms is the "rooms" claim: the private rooms the user may join.
+	Rooms []string
 }
 
 // Verifier checks HS256 tokens against one secret.
@@ -78,11 +82,16 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	if err := protocol.ValidateID(c.Subject); err != nil {
 		return Identity{}, fmt.Errorf("%w: %v", ErrBadSubject, err)
 	}
-	return Identity{User: c.Subject, Expires: c.ExpiresAt.Time}, nil
+	return Identity{User: c.Subject, Expires: c.ExpiresAt.Time, Rooms: c.Rooms}, nil
 }
 
 // Mint returns an HS256 token for user that expires after ttl.
 func Mint(secret []byte, user string, ttl time.Duration) (string, error) {
+	return MintRooms(secret, user, ttl, nil)
+}
+
+// MintRooms is Mint with a "rooms" claim granting private rooms.
+func MintRooms(secret []byte, user string, ttl time.Duration, rooms []string) (string, error) {
 	if err := protocol.ValidateID(user); err != nil {
 		return "", fmt.Errorf("auth: user %q: %w", user, err)
 	}
@@ -90,7 +99,7 @@ func Mint(secret []byte, user string, ttl time.Duration) (string, error) {
 		return "", ErrShortSecret
 	}
 	now := time.Now()
-	c := Claims{RegisteredClaims: jwt.RegisteredClaims{
+	c := Claims{Rooms: rooms, RegisteredClaims: jwt.RegisteredClaims{
 		Subject:   user,
 		IssuedAt:  jwt.NewNumericDate(now),
 		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),

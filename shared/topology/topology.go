@@ -52,6 +52,9 @@ func (c Config) ShardQueue(n int) broker.QueueSpec {
 		Quorum:    c.Quorum,
 		MaxLength: c.ShardQueueMax,
 		Overflow:  broker.RejectPublish,
+		// One hub at a time processes a shard, enforced by RabbitMQ
+		// (docs/adr/0001).
+		SingleActiveConsumer: true,
 	}
 }
 
@@ -61,9 +64,9 @@ func (c Config) NumShards() int {
 	return c.Shards
 }
 
-// Declare declares both exchanges and every shard queue with its binding.
+// Declare declares the three exchanges and every shard queue with its binding.
 func Declare(ctx context.Context, b broker.Broker, c Config) error {
-	for _, ex := range []string{protocol.ExchangeIngress, protocol.ExchangeEgress} {
+	for _, ex := range []string{protocol.ExchangeIngress, protocol.ExchangeEgress, protocol.ExchangeControl} {
 		if err := b.DeclareExchange(ctx, ex); err != nil {
 			return fmt.Errorf("declaring exchange %s: %w", ex, err)
 		}

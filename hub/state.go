@@ -1,0 +1,334 @@
+package hub
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/hearth-gateway/hearth/protocol"
+)
+
+// A shard's state is event-sourced: every change is a record, appended to
+// the shard's durable log before it takes effect, and applied by the same
+// code live and when a new owner replays the log after a takeover.
+
+// Record kinds.
+const (
+	recMessage  uint8 = 1 // a sequenced room message
+	recJoin     uint8 = 2 // a connection joined a room
+	recLeave    uint8 = 3 // a connection left a room (or closed)
+	recRead     uint8 = 4 // a user's read position in a room
+	recEdgeGone uint8 = 5 // an edge died or restarted: its (old) connections left every room
+	recSnapshot uint8 = 6 // the whole shard state
+	recMarker   uint8 = 7 // end of a replay
+)
+
+// record is one entry of a shard's log.
+type record struct {
+	K    uint8     `msgpack:"k"`
+	Room string    `msgpack:"r,omitempty"`
+	Seq  uint64    `msgpack:"s,omitempty"`
+	User string    `msgpack:"u,omitempty"`
+	CMID string    `msgpack:"c,omitempty"`
+	TS   int64     `msgpack:"t,omitempty"`
+	Body []byte    `msgpack:"b,omitempty"`
+	Edge string    `msgpack:"e,omitempty"`
+	Conn string    `msgpack:"n,omitempty"`
+	Snap *snapshot `msgpack:"snap,omitempty"`
+	Mark string    `msgpack:"m,omitempty"`
+}
+
+// snapshot is a shard's whole state.
+type snapshot struct {
+	Rooms []roomSnap `msgpack:"rooms"`
+}
+
+type roomSnap struct {
+	Name    string            `msgpack:"n"`
+	Seq     uint64            `msgpack:"s"`
+	History []record          `msgpack:"h,omitempty"`
+	Dedup   []dedupEntry      `msgpack:"d,omitempty"`
+	Members []memberEntry     `msgpack:"m,omitempty"`
+	Reads   map[string]uint64 `msgpack:"rd,omitempty"`
+}
+
+type dedupEntry struct {
+	User string `msgpack:"u"`
+	CMID string `msgpack:"c"`
+	Seq  uint64 `msgpack:"s"`
+}
+
+type memberEntry struct {
+	User string `msgpack:"u"`
+	Edge string `msgpack:"e"`
+	Conn string `msgpack:"n"`
+}
+
+func encodeRecord(r *record) ([]byte, error) { return msgpack.Marshal(r) }
+
+func decodeRecord(b []byte) (*record, error) {
+	var r record
+	if err := msgpack.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("hub: decoding state record: %w", err)
+	}
+	return &r, nil
+}
+
+// limits bound a room's retained state.
+type limits struct {
+	historyMessages int
+	historyBytes    int
+	dedupWindow     int
+}
+
+type msgKey struct{ user, cmid string }
+
+// room is one room's state. Only its shard's goroutine touches it.
+type room struct {
+	seq uint64
+	// history is the retained tail of the room's messages, oldest first.
+	history      []record
+	historyBytes int
+	// dedup maps a publisher's client message id to the seq it was given;
+	// dedupOrder evicts the oldest beyond the window.
+	dedup      map[msgKey]uint64
+	dedupOrder []msgKey
+	// members maps a user to its connections in the room.
+	members map[string]map[connKey]struct{}
+	reads   map[string]uint64
+}
+
+type connKey struct{ edge, conn string }
+
+func newRoom() *room {
+	return &room{
+		dedup:   make(map[msgKey]uint64),
+		members: make(map[string]map[connKey]struct{}),
+		reads:   make(map[string]uint64),
+	}
+}
+
+// state is a shard's rooms.
+type state struct {
+	rooms map[string]*room
+	lim   limits
+}
+
+func newState(lim limits) *state { return &state{rooms: make(map[string]*room), lim: lim} }
+
+func (s *state) room(name string) *room {
+	r := s.rooms[name]
+	if r == nil {
+		r = newRoom()
+		s.rooms[name] = r
+	}
+	return r
+}
+
+// apply makes rec take effect. It returns whether a user's presence in a
+// room changed (first connection joined, last one left) for join, leave and
+// edge-gone records, so the caller can broadcast it.
+func (s *state) apply(rec *record) (changed []presenceChange) {
+	switch rec.K {
+	case recMessage:
+		r := s.room(rec.Room)
+		if rec.Seq <= r.seq {
+			return nil // already applied (a replay overlapping a snapshot)
+		}
+		r.seq = rec.Seq
+		s.remember(r, rec)
+	case recJoin:
+		r := s.room(rec.Room)
+		conns := r.members[rec.User]
+		if conns == nil {
+			conns = make(map[connKey]struct{})
+			r.members[rec.User] = conns
+		}
+		if len(conns) == 0 {
+			changed = append(changed, presenceChange{rec.Room, rec.User, protocol.EventJoin})
+		}
+		conns[connKey{rec.Edge, rec.Conn}] = struct{}{}
+	case recLeave:
+		if r := s.rooms[rec.Room]; r != nil && removeMember(r, rec.User, connKey{rec.Edge, rec.Conn}) {
+			changed = append(changed, presenceChange{rec.Room, rec.User, protocol.EventLeave})
+		}
+	case recEdgeGone:
+		names := make([]string, 0, len(s.rooms))
+		for name := range s.rooms {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			r := s.rooms[name]
+			for user, conns := range r.members {
+				for k := range conns {
+					if k.edge == rec.Edge && !keeps(rec.Conn, k.conn) && removeMember(r, user, k) {
+						changed = append(changed, presenceChange{name, user, protocol.EventLeave})
+					}
+				}
+			}
+		}
+	case recRead:
+		r := s.room(rec.Room)
+		if rec.Seq > r.reads[rec.User] {
+			r.reads[rec.User] = rec.Seq
+		}
+	case recSnapshot:
+		s.rooms = make(map[string]*room, len(rec.Snap.Rooms))
+		for i := range rec.Snap.Rooms {
+			rs := &rec.Snap.Rooms[i]
+			r := s.room(rs.Name)
+			r.seq = rs.Seq
+			for j := range rs.History {
+				s.remember(r, &rs.History[j])
+			}
+			for _, d := range rs.Dedup {
+				addDedup(r, msgKey{d.User, d.CMID}, d.Seq, s.lim.dedupWindow)
+			}
+			for _, m := range rs.Members {
+				conns := r.members[m.User]
+				if conns == nil {
+					conns = make(map[connKey]struct{})
+					r.members[m.User] = conns
+				}
+				conns[connKey{m.Edge, m.Conn}] = struct{}{}
+			}
+			for u, seq := range rs.Reads {
+				r.reads[u] = seq
+			}
+		}
+	}
+	return changed
+}
+
+type presenceChange struct{ room, user, event string }
+
+// keeps reports whether an edge-gone record with incarnation inc spares
+// connection conn: a restarted edge keeps its new connections.
+func keeps(inc, conn string) bool {
+	return inc != "" && strings.HasPrefix(conn, inc+"-")
+}
+
+func removeMember(r *room, user string, k connKey) (lastGone bool) {
+	conns := r.members[user]
+	if _, ok := conns[k]; !ok {
+		return false
+	}
+	delete(conns, k)
+	if len(conns) == 0 {
+		delete(r.members, user)
+		return true
+	}
+	return false
+}
+
+// remember adds a message to the room's history and de-duplication window,
+// trimming both to their bounds.
+func (s *state) remember(r *room, rec *record) {
+	m := *rec
+	m.K = recMessage
+	m.Room = ""
+	r.history = append(r.history, m)
+	r.historyBytes += len(m.Body)
+	for len(r.history) > 0 && (len(r.history) > s.lim.historyMessages || r.historyBytes > s.lim.historyBytes) {
+		r.historyBytes -= len(r.history[0].Body)
+		r.history[0] = record{}
+		r.history = r.history[1:]
+	}
+	if m.CMID != "" {
+		addDedup(r, msgKey{m.User, m.CMID}, m.Seq, s.lim.dedupWindow)
+	}
+}
+
+func addDedup(r *room, k msgKey, seq uint64, window int) {
+	if _, ok := r.dedup[k]; ok {
+		return
+	}
+	r.dedup[k] = seq
+	r.dedupOrder = append(r.dedupOrder, k)
+	for len(r.dedupOrder) > window {
+		delete(r.dedup, r.dedupOrder[0])
+		r.dedupOrder = r.dedupOrder[1:]
+	}
+}
+
+// snapshot captures the whole state.
+func (s *state) snapshot() *snapshot {
+	names := make([]string, 0, len(s.rooms))
+	for name := range s.rooms {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	snap := &snapshot{Rooms: make([]roomSnap, 0, len(names))}
+	for _, name := range names {
+		r := s.rooms[name]
+		rs := roomSnap{Name: name, Seq: r.seq, History: r.history}
+		for _, k := range r.dedupOrder {
+			rs.Dedup = append(rs.Dedup, dedupEntry{k.user, k.cmid, r.dedup[k]})
+		}
+		for user, conns := range r.members {
+			for k := range conns {
+				rs.Members = append(rs.Members, memberEntry{user, k.edge, k.conn})
+			}
+		}
+		if len(r.reads) > 0 {
+			rs.Reads = r.reads
+		}
+		snap.Rooms = append(snap.Rooms, rs)
+	}
+	return snap
+}
+
+// messageFrame is the client frame of a retained message.
+func messageFrame(room string, rec *record) protocol.Frame {
+	return protocol.Frame{Type: protocol.TypeMessage, Room: room, Seq: rec.Seq, From: rec.User, CMID: rec.CMID, TS: rec.TS, Body: rec.Body}
+}
+
+// historyAfter returns the retained messages with seq > after (at most
+// limit, oldest first) and whether messages after `after` are missing from
+// what the room retains (the client must reset).
+func (r *room) historyAfter(after uint64, limit int) (out []protocol.Frame, reset bool) {
+	if after > r.seq {
+		return nil, true
+	}
+	if after == r.seq {
+		return nil, false
+	}
+	oldest := r.seq + 1 // seq of the oldest retained message
+	if len(r.history) > 0 {
+		oldest = r.history[0].Seq
+	}
+	if after+1 < oldest {
+		reset = true
+	}
+	i := sort.Search(len(r.history), func(i int) bool { return r.history[i].Seq > after })
+	end := len(r.history)
+	if end-i > limit {
+		// More than one reply holds: the client pages on with After.
+		end = i + limit
+	}
+	for j := i; j < end; j++ {
+		out = append(out, messageFrame("", &r.history[j]))
+	}
+	return out, reset
+}
+
+// historyBefore returns up to limit retained messages with seq < before
+// (0: the newest), oldest first.
+func (r *room) historyBefore(before uint64, limit int) []protocol.Frame {
+	end := len(r.history)
+	if before > 0 {
+		end = sort.Search(len(r.history), func(i int) bool { return r.history[i].Seq >= before })
+	}
+	start := end - limit
+	if start < 0 {
+		start = 0
+	}
+	out := make([]protocol.Frame, 0, end-start)
+	for j := start; j < end; j++ {
+		out = append(out, messageFrame("", &r.history[j]))
+	}
+	return out
+}

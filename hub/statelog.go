@@ -1,0 +1,114 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hearth-gateway/hearth/shared/broker"
+)
+
+// stateLog keeps each shard's records in a broker stream,
+// "hearth.state.<n>": appends are confirmed before they take effect, and a
+// new owner replays the stream to rebuild the shard.
+type stateLog struct {
+	b        broker.Broker
+	maxBytes int
+	segment  int
+}
+
+func stateQueue(n int) string { return "hearth.state." + strconv.Itoa(n) }
+
+func (l *stateLog) declare(ctx context.Context, n int) error {
+	return l.b.DeclareQueue(ctx, broker.QueueSpec{
+		Name:           stateQueue(n),
+		Stream:         true,
+		MaxLengthBytes: l.maxBytes,
+		SegmentBytes:   l.segment,
+	})
+}
+
+// append makes rec durable in shard n's stream.
+func (l *stateLog) append(ctx context.Context, n int, rec *record) error {
+	body, err := encodeRecord(rec)
+	if err != nil {
+		return err
+	}
+	// The default exchange routes by queue name. Right after a broker
+	// restart RabbitMQ briefly returns stream publishes as unroutable:
+	// retry those within ctx.
+	for attempt := 0; ; attempt++ {
+		err = l.b.Publish(ctx, "", broker.Message{Key: stateQueue(n), Body: body, Persistent: true})
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, broker.ErrUnroutable) || attempt >= 20 {
+			return fmt.Errorf("appending to %s: %w", stateQueue(n), err)
+		}
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("appending to %s: %w", stateQueue(n), err)
+		}
+	}
+}
+
+// replay reads shard n's stream from its oldest retained record up to a
+// marker it appends first, so it stops exactly at the end as of now.
+func (l *stateLog) replay(ctx context.Context, n int, apply func(*record)) (records int, err error) {
+	mark := randomHex(8)
+	if err := l.append(ctx, n, &record{K: recMarker, Mark: mark}); err != nil {
+		return 0, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reached := make(chan struct{})
+	stopped := make(chan struct{})
+	var once sync.Once
+	var decodeErr error
+	done := false
+	err = l.b.Consume(cctx, broker.ConsumeSpec{
+		Queue:        stateQueue(n),
+		Prefetch:     1000,
+		StreamOffset: broker.OffsetFirst,
+		OnStop:       func() { close(stopped) },
+	}, func(d *broker.Delivery) {
+		_ = d.Ack()
+		if done {
+			return
+		}
+		rec, err := decodeRecord(d.Body)
+		if err != nil {
+			decodeErr = err // a corrupt record is skipped, and reported
+			return
+		}
+		if rec.K == recMarker {
+			if rec.Mark == mark {
+				done = true
+				once.Do(func() { close(reached) })
+			}
+			return
+		}
+		records++
+		apply(rec)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("replaying %s: %w", stateQueue(n), err)
+	}
+	select {
+	case <-reached:
+	case <-ctx.Done():
+		cancel()
+		<-stopped
+		return records, fmt.Errorf("replaying %s: %w", stateQueue(n), ctx.Err())
+	}
+	cancel()
+	<-stopped
+	if decodeErr != nil {
+		return records, fmt.Errorf("replaying %s: %w", stateQueue(n), decodeErr)
+	}
+	return records, nil
+}
