@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +57,7 @@ type cluster struct {
 	log   zerolog.Logger
 
 	edges  []*edge.Server
+	cuts   []*cutBroker // one per edge
 	hubs   []*hub.Worker
 	tls    *tlstier.Proxy
 	caPool *x509.CertPool
@@ -83,7 +85,10 @@ func newCluster(t *testing.T, kind brokerKind, o clusterOpts) *cluster {
 	}
 	t.Cleanup(c.stop)
 	for i := 0; i < o.hubs; i++ {
-		c.startHub(i, o.hubs)
+		c.startHub(fmt.Sprintf("hub%d", i))
+	}
+	if o.hubs > 0 {
+		c.waitBalanced()
 	}
 	for i := 0; i < o.edges; i++ {
 		c.startEdge(fmt.Sprintf("e%d-%s", i+1, randHex(3)), o.edgeCfg)
@@ -173,12 +178,14 @@ func (c *cluster) topology() topology.Config {
 	return topology.Config{Shards: testShards, Quorum: c.kind == kindAMQP}
 }
 
-func (c *cluster) startHub(index, count int) *hub.Worker {
+func (c *cluster) startHub(name string) *hub.Worker {
 	c.t.Helper()
-	name := fmt.Sprintf("hub%d", index)
 	b := c.newBroker(name)
-	w, err := hub.New(hub.Config{ID: name, Index: index, Count: count, ListenAdmin: "127.0.0.1:0", Topology: c.topology()},
-		hub.Hooks{Join: denyForbidden}, b, c.log.With().Str("hub", name).Logger(), prometheus.NewRegistry())
+	w, err := hub.New(hub.Config{
+		ID: name, ListenAdmin: "127.0.0.1:0", Topology: c.topology(),
+		HubHeartbeat: 200 * time.Millisecond, HubTimeout: time.Second,
+		EdgeTimeout: 2 * time.Second, SnapshotEvery: 200,
+	}, hub.Hooks{Join: denyForbidden}, b, c.log.With().Str("hub", name).Logger(), prometheus.NewRegistry())
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -186,6 +193,32 @@ func (c *cluster) startHub(index, count int) *hub.Worker {
 	waitReady(c.t, name, w.Ready())
 	c.hubs = append(c.hubs, w)
 	return w
+}
+
+// waitBalanced waits until the running hubs own every shard between them,
+// evenly (counts within one of each other) and each shard once.
+func (c *cluster) waitBalanced() {
+	c.t.Helper()
+	testenv.WaitFor(c.t, 20*time.Second, func() bool { return c.balanced() }, "shards balanced over %d hubs", len(c.hubs))
+}
+
+func (c *cluster) balanced() bool {
+	seen := map[int]bool{}
+	lo, hi := testShards, 0
+	for _, h := range c.hubs {
+		if h == nil {
+			continue
+		}
+		st := h.Stats()
+		lo, hi = min(lo, st.Shards), max(hi, st.Shards)
+		for _, k := range h.Shards() {
+			if seen[k] {
+				return false
+			}
+			seen[k] = true
+		}
+	}
+	return len(seen) == testShards && hi-lo <= 1
 }
 
 // denyForbidden is the test hubs' join policy: rooms named "forbidden-*"
@@ -199,12 +232,15 @@ func denyForbidden(_, room string) error {
 
 func (c *cluster) startEdge(id string, adjust func(*edge.Config)) *edge.Server {
 	c.t.Helper()
-	b := c.newBroker(id)
+	b := &cutBroker{Broker: c.newBroker(id)}
+	c.cuts = append(c.cuts, b)
 	cfg := edge.Config{
 		ID:        id,
 		Listen:    "127.0.0.1:0",
 		JWTSecret: string(testSecret),
 		Topology:  c.topology(),
+		// Well inside the hubs' 2s edge timeout (startHub).
+		Announce: 400 * time.Millisecond,
 	}
 	if adjust != nil {
 		adjust(&cfg)
@@ -246,6 +282,46 @@ func (c *cluster) startTLS() {
 		c.t.Fatal("ca.pem holds no certificate")
 	}
 	c.tls = p
+}
+
+// cutBroker lets a test cut an edge off the broker as if the edge had died:
+// nothing it publishes arrives and nothing reaches it, so the hubs stop
+// hearing its announcements and never get its goodbyes.
+type cutBroker struct {
+	broker.Broker
+	cut atomic.Bool
+}
+
+// crashEdge cuts edge i off the broker.
+func (c *cluster) crashEdge(i int) { c.cuts[i].cut.Store(true) }
+
+func (b *cutBroker) Publish(ctx context.Context, exchange string, m broker.Message) error {
+	if b.cut.Load() {
+		return broker.ErrUnavailable
+	}
+	return b.Broker.Publish(ctx, exchange, m)
+}
+
+func (b *cutBroker) Bind(ctx context.Context, q, ex, key string) error {
+	if b.cut.Load() {
+		return broker.ErrUnavailable
+	}
+	return b.Broker.Bind(ctx, q, ex, key)
+}
+
+func (b *cutBroker) Consume(ctx context.Context, spec broker.ConsumeSpec, h broker.Handler) error {
+	return b.Broker.Consume(ctx, spec, func(d *broker.Delivery) {
+		if !b.cut.Load() {
+			h(d)
+		}
+	})
+}
+
+func (b *cutBroker) State() broker.State {
+	if b.cut.Load() {
+		return broker.State{}
+	}
+	return b.Broker.State()
 }
 
 // nopBroker lets the TLS tier, which has no broker, use cluster.run.

@@ -34,8 +34,8 @@ func TestHeartbeatClosesGhosts(t *testing.T) {
 // receives every message.
 func TestSlowConsumerIsCut(t *testing.T) {
 	c := newCluster(t, kindLocal, clusterOpts{edges: 1, hubs: 1, edgeCfg: func(cfg *edge.Config) {
-		cfg.SendQueueMessages = 256
-		cfg.SendQueueBytes = 2 << 20
+		cfg.SendQueueMessages = 1024
+		cfg.SendQueueBytes = 8 << 20
 		cfg.WriteTimeout = time.Second
 		cfg.RatePerSecond = 100000
 		cfg.RateBurst = 100000
@@ -47,7 +47,7 @@ func TestSlowConsumerIsCut(t *testing.T) {
 	stalled.send(protocol.Frame{Type: protocol.TypeJoin, Room: "firehose"})
 	testenv.WaitFor(t, 5*time.Second, func() bool { return c.edges[0].Stats().Deliveries >= 3 }, "stalled client joined")
 
-	// 800 × 32 KiB = 25 MiB: far beyond the 2 MiB queue plus the socket
+	// 800 × 32 KiB = 25 MiB: far beyond the 8 MiB queue plus the socket
 	// buffers (the sender's tcp_wmem maximum is 4 MiB here; a receiver that
 	// never reads does not grow its window past the initial one).
 	const n = 800

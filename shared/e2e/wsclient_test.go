@@ -148,8 +148,8 @@ func (c *wsClient) send(f protocol.Frame) uint32 {
 }
 
 // next returns the next frame of type typ, failing after a deadline. Frames
-// of other types before it are failures unless they are presence or message
-// frames, which a test may ignore this way.
+// of other types before it are failures unless they are broadcasts
+// (messages, presence, typing, receipts), which a test may skip this way.
 func (c *wsClient) next(typ protocol.FrameType) protocol.Frame {
 	c.t.Helper()
 	deadline := time.After(10 * time.Second)
@@ -159,7 +159,9 @@ func (c *wsClient) next(typ protocol.FrameType) protocol.Frame {
 			if f.Type == typ {
 				return f
 			}
-			if f.Type != protocol.TypePresence && f.Type != protocol.TypeMessage {
+			switch f.Type {
+			case protocol.TypePresence, protocol.TypeMessage, protocol.TypeTypingEvent, protocol.TypeReceipt:
+			default:
 				c.t.Fatalf("waiting for frame type %d, got %+v", typ, f)
 			}
 		case <-c.closed:
