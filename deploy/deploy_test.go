@@ -14,9 +14,12 @@
 //   - every Hearth process in the compose file and the kustomize base, as
 //     written, sets only settings of the binary it runs, and the processes
 //     agree with each other: one broker topology for all edges and hubs,
-//     unique edge ids, hub indexes 0..n-1 of n, the TLS tier's edge list
-//     naming exactly the edges, drain timeouts inside the grace periods,
-//     probes and healthchecks on the right ports.
+//     unique edge ids, a unique stable id for every hub (literal, or the pod
+//     name), liveness announcements well inside the timeouts the hubs judge
+//     them by, the TLS tier's edge list naming exactly the edges, drain and
+//     shard-release times inside the grace periods, probes and healthchecks
+//     on the right ports. A setting a binary no longer has (such as the
+//     hubs' old HEARTH_HUB_INDEX and HEARTH_HUB_COUNT) fails the first two.
 //
 // When docker-compose (or the docker compose plugin) and kubectl are on
 // PATH, the same checks also run on what those tools render. Without the
@@ -57,10 +60,19 @@ const (
 	// graceMargin is what a grace period must leave beyond a drain timeout
 	// for the process to close its broker connection and exit.
 	graceMargin = 5 * time.Second
+
+	// hubReleaseTimeout is how long a hub takes, at most, to release its
+	// shards on SIGTERM (hub.Worker.Run; not a setting).
+	hubReleaseTimeout = 10 * time.Second
 )
 
 // topologyEnv are the settings every edge and hub of a deployment must share.
 var topologyEnv = []string{"AMQP_URL", "HEARTH_SHARDS", "HEARTH_QUORUM", "HEARTH_SHARD_QUEUE_MAX"}
+
+// hubSharedEnv are settings every hub must agree on, set or defaulted:
+// each hub declares every shard's state stream with its retention, and
+// RabbitMQ refuses to re-declare a stream with other arguments.
+var hubSharedEnv = []string{"HEARTH_STATE_BYTES"}
 
 // adminListenEnv names, per binary, the setting whose address serves
 // /healthz, /readyz and /metrics.
@@ -301,8 +313,8 @@ func TestSettingsFromSource(t *testing.T) {
 	// Guards the source walk: if these go missing, the walk is broken, not
 	// the deployments.
 	want := map[string][]string{
-		"hearth-edge": {"AMQP_URL", "HEARTH_EDGE_ID", "HEARTH_JWT_SECRET_FILE", "HEARTH_SHARDS", "HEARTH_LOG_FORMAT", "HEARTH_TRUSTED_PROXIES"},
-		"hearth-hub":  {"AMQP_URL", "HEARTH_HUB_INDEX", "HEARTH_HUB_COUNT", "HEARTH_SHARDS", "HEARTH_LOG_FORMAT"},
+		"hearth-edge": {"AMQP_URL", "HEARTH_EDGE_ID", "HEARTH_JWT_SECRET_FILE", "HEARTH_SHARDS", "HEARTH_LOG_FORMAT", "HEARTH_TRUSTED_PROXIES", "HEARTH_EDGE_ANNOUNCE"},
+		"hearth-hub":  {"AMQP_URL", "HEARTH_HUB_ID", "HEARTH_HUB_HEARTBEAT", "HEARTH_HUB_TIMEOUT", "HEARTH_EDGE_TIMEOUT", "HEARTH_STATE_BYTES", "HEARTH_SHARDS", "HEARTH_LOG_FORMAT"},
 		"hearth-tls":  {"HEARTH_TLS_EDGES", "HEARTH_TLS_METRICS_LISTEN", "HEARTH_TLS_CA_DIR"},
 	}
 	for bin, names := range want {
@@ -317,8 +329,16 @@ func TestSettingsFromSource(t *testing.T) {
 			}
 		}
 	}
-	if got := s.binaries["hearth-hub"]["HEARTH_HUB_ADMIN_LISTEN"]; got == "" {
-		t.Errorf("hearth-hub: no default for HEARTH_HUB_ADMIN_LISTEN in the source walk")
+	// The checks fall back on these defaults.
+	for bin, names := range map[string][]string{
+		"hearth-edge": {"HEARTH_EDGE_ANNOUNCE"},
+		"hearth-hub":  {"HEARTH_HUB_ADMIN_LISTEN", "HEARTH_HUB_HEARTBEAT", "HEARTH_HUB_TIMEOUT", "HEARTH_EDGE_TIMEOUT", "HEARTH_STATE_BYTES"},
+	} {
+		for _, n := range names {
+			if got := s.binaries[bin][n]; got == "" {
+				t.Errorf("%s: no default for %s in the source walk", bin, n)
+			}
+		}
 	}
 }
 
@@ -521,6 +541,45 @@ func checkProcesses(t *testing.T, s *sourceSettings, procs []*process) {
 	for _, p := range tls {
 		checkGrace(t, s, p, "HEARTH_TLS_DRAIN_TIMEOUT")
 	}
+
+	// Hubs: told apart by id, release their shards within the grace
+	// period, agree on the state streams.
+	checkHubIDs(t, hubs)
+	for _, p := range hubs {
+		if p.grace < hubReleaseTimeout+graceMargin {
+			t.Errorf("%s: grace period %v is shorter than the hub's shard release (%v) + %v: shards would be taken over only after the hub timeout",
+				p.where, p.grace, hubReleaseTimeout, graceMargin)
+		}
+	}
+	for _, name := range hubSharedEnv {
+		values := map[string][]string{}
+		for _, p := range hubs {
+			v, _ := p.value(s, name)
+			values[v] = append(values[v], p.name)
+		}
+		if len(values) > 1 {
+			t.Errorf("%s differs between hubs: %v", name, values)
+		}
+	}
+
+	// Liveness: every hub hears every other hub and edge at least twice
+	// within the timeout it judges them by, as the hub itself requires of
+	// its own heartbeat (a late announcement must not lose a hub its
+	// shards, or an edge its members).
+	for _, judge := range hubs {
+		hubTimeout, ok1 := durationSetting(t, s, judge, "HEARTH_HUB_TIMEOUT")
+		edgeTimeout, ok2 := durationSetting(t, s, judge, "HEARTH_EDGE_TIMEOUT")
+		for _, h := range hubs {
+			if beat, ok := durationSetting(t, s, h, "HEARTH_HUB_HEARTBEAT"); ok && ok1 && hubTimeout <= 2*beat {
+				t.Errorf("%s: HEARTH_HUB_TIMEOUT=%v does not exceed twice %s's HEARTH_HUB_HEARTBEAT=%v", judge.where, hubTimeout, h.name, beat)
+			}
+		}
+		for _, e := range edges {
+			if ann, ok := durationSetting(t, s, e, "HEARTH_EDGE_ANNOUNCE"); ok && ok2 && edgeTimeout <= 2*ann {
+				t.Errorf("%s: HEARTH_EDGE_TIMEOUT=%v does not exceed twice %s's HEARTH_EDGE_ANNOUNCE=%v: its members would be dropped while it is alive", judge.where, edgeTimeout, e.name, ann)
+			}
+		}
+	}
 }
 
 func checkGrace(t *testing.T, s *sourceSettings, p *process, drainEnv string) {
@@ -534,6 +593,50 @@ func checkGrace(t *testing.T, s *sourceSettings, p *process, drainEnv string) {
 	if p.grace < drain+graceMargin {
 		t.Errorf("%s: grace period %v is shorter than %s=%v + %v: SIGTERM's drain would be cut short",
 			p.where, p.grace, drainEnv, drain, graceMargin)
+	}
+}
+
+// durationSetting returns a duration setting's effective value.
+func durationSetting(t *testing.T, s *sourceSettings, p *process, name string) (time.Duration, bool) {
+	t.Helper()
+	v, lit := p.value(s, name)
+	if !lit {
+		t.Errorf("%s: %s=%q is not a literal duration", p.where, name, v)
+		return 0, false
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Errorf("%s: %s=%q: %v", p.where, name, v, err)
+		return 0, false
+	}
+	return d, true
+}
+
+// checkHubIDs checks that every hub has an id of its own. Hubs count each
+// other by id: two hubs under one id would be one hub to the others (and
+// fight over one control queue). The id is a literal (one replica each,
+// all distinct) or the pod's name; an empty one would be random, new on
+// every restart, so deployments give a stable one.
+func checkHubIDs(t *testing.T, hubs []*process) {
+	t.Helper()
+	ids := map[string]string{}
+	for _, p := range hubs {
+		v, set := p.env["HEARTH_HUB_ID"]
+		switch {
+		case v == "field:metadata.name" && !p.literal["HEARTH_HUB_ID"]:
+			// Unique per pod, stable for the pod's life.
+		case !set || v == "":
+			t.Errorf("%s: HEARTH_HUB_ID is not set: give each hub a stable id (a literal, or the pod name via fieldRef metadata.name)", p.where)
+		case !p.literal["HEARTH_HUB_ID"]:
+			t.Errorf("%s: HEARTH_HUB_ID=%q: want a literal or the pod name (fieldRef metadata.name), to be sure it is unique", p.where, v)
+		case p.replicas != 1:
+			t.Errorf("%s: %d replicas share HEARTH_HUB_ID %q: take it from the pod name, or run one replica per id", p.where, p.replicas, v)
+		default:
+			if other, dup := ids[v]; dup {
+				t.Errorf("%s and %s share HEARTH_HUB_ID %q: the other hubs would count them as one", other, p.where, v)
+			}
+			ids[v] = p.where
+		}
 	}
 }
 
@@ -565,7 +668,11 @@ type composeProject struct {
 }
 
 type composeService struct {
-	Command         any `yaml:"command"`
+	Command any  `yaml:"command"`
+	Scale   *int `yaml:"scale"`
+	Deploy  *struct {
+		Replicas *int `yaml:"replicas"`
+	} `yaml:"deploy"`
 	Environment     any `yaml:"environment"`
 	DependsOn       any `yaml:"depends_on"`
 	Secrets         []any
@@ -648,6 +755,12 @@ func checkCompose(t *testing.T, src []byte) {
 			env: map[string]string{}, literal: map[string]bool{}, probes: map[string]probeTarget{},
 			grace: 10 * time.Second, // compose's default
 		}
+		if svc.Scale != nil {
+			p.replicas = *svc.Scale
+		}
+		if svc.Deploy != nil && svc.Deploy.Replicas != nil {
+			p.replicas = *svc.Deploy.Replicas
+		}
 		for k, v := range composeEnv(svc.Environment) {
 			p.env[k] = interpolate(v)
 			p.literal[k] = true
@@ -695,25 +808,24 @@ func checkCompose(t *testing.T, src []byte) {
 	}
 	checkProcesses(t, s, procs)
 
-	var edges, hubs []*process
+	var edges []*process
 	for _, p := range procs {
-		switch p.binary {
-		case "hearth-edge":
+		if p.binary == "hearth-edge" {
 			edges = append(edges, p)
-		case "hearth-hub":
-			hubs = append(hubs, p)
 		}
 	}
-	// Edge ids are unique.
+	// Edge ids are unique (hub ids: checkProcesses).
 	ids := map[string]string{}
 	for _, p := range edges {
 		id := p.env["HEARTH_EDGE_ID"]
+		if p.replicas != 1 {
+			t.Errorf("%s: %d replicas share HEARTH_EDGE_ID %q", p.where, p.replicas, id)
+		}
 		if other, dup := ids[id]; dup {
 			t.Errorf("%s and %s share HEARTH_EDGE_ID %q", other, p.where, id)
 		}
 		ids[id] = p.where
 	}
-	checkStaticHubs(t, hubs)
 	// The TLS tier lists exactly the edge services.
 	var want []string
 	for _, p := range edges {
@@ -751,51 +863,6 @@ func composeDependsHealthy(dep any, service string) bool {
 	}
 	d, ok := m[service].(map[string]any)
 	return ok && d["condition"] == "service_healthy"
-}
-
-// checkStaticHubs checks static shard assignment: n hubs in all, indexes
-// 0..n-1 each taken once, and HEARTH_HUB_COUNT n everywhere. An index is a
-// literal (one replica) or exported by the entrypoint from the StatefulSet
-// ordinal (replicas r take 0..r-1).
-func checkStaticHubs(t *testing.T, hubs []*process) {
-	t.Helper()
-	total := 0
-	for _, p := range hubs {
-		total += p.replicas
-	}
-	seen := map[int]string{}
-	claim := func(i int, where string) {
-		if other, dup := seen[i]; dup {
-			t.Errorf("%s and %s share hub index %d: both would consume the same shards", other, where, i)
-		}
-		if i < 0 || i >= total {
-			t.Errorf("%s: hub index %d is not in [0, %d)", where, i, total)
-		}
-		seen[i] = where
-	}
-	for _, p := range hubs {
-		v := p.env["HEARTH_HUB_INDEX"]
-		switch {
-		case v == "script":
-			for i := 0; i < p.replicas; i++ {
-				claim(i, fmt.Sprintf("%s (pod %s-%d)", p.where, p.name, i))
-			}
-		case p.literal["HEARTH_HUB_INDEX"] && p.replicas == 1:
-			i, err := strconv.Atoi(v)
-			if err != nil {
-				t.Errorf("%s: HEARTH_HUB_INDEX=%q is not a number", p.where, v)
-				continue
-			}
-			claim(i, p.where)
-		default:
-			t.Errorf("%s: HEARTH_HUB_INDEX must be a literal (one replica) or exported by the entrypoint from the pod ordinal", p.where)
-		}
-	}
-	for _, p := range hubs {
-		if c := p.env["HEARTH_HUB_COUNT"]; c != strconv.Itoa(total) || !p.literal["HEARTH_HUB_COUNT"] {
-			t.Errorf("%s: HEARTH_HUB_COUNT=%q, but the deployment runs %d hubs: shards would go unconsumed, or hubs refuse to start", p.where, c, total)
-		}
-	}
 }
 
 // checkEdgeList checks that the TLS tier proxies to exactly want.
@@ -1229,28 +1296,26 @@ func checkK8s(t *testing.T, objs []k8sObject) {
 	checkProcesses(t, s, procs)
 
 	var edgeURLs []string
-	var hubs []*process
 	for _, w := range workloads {
 		o, p := w.obj, w.proc
 		switch p.binary {
-		case "hearth-edge", "hearth-hub":
+		case "hearth-hub":
+			// Any workload kind: hubs need no stable names or addresses
+			// (their ids: checkProcesses).
+			checkPDB(t, objs, o)
+		case "hearth-edge":
 			if o.Kind != "StatefulSet" {
-				t.Errorf("%s: want a StatefulSet (stable pod names are the %s ids)", p.where, p.binary)
+				t.Errorf("%s: want a StatefulSet (stable pod names are the edge ids and the TLS tier's addresses)", p.where)
 				continue
 			}
-			idEnv := map[string]string{"hearth-edge": "HEARTH_EDGE_ID", "hearth-hub": "HEARTH_HUB_ID"}[p.binary]
-			if p.env[idEnv] != "field:metadata.name" {
-				t.Errorf("%s: %s must come from the pod name (fieldRef metadata.name), got %q", p.where, idEnv, p.env[idEnv])
+			if p.env["HEARTH_EDGE_ID"] != "field:metadata.name" {
+				t.Errorf("%s: HEARTH_EDGE_ID must come from the pod name (fieldRef metadata.name), got %q", p.where, p.env["HEARTH_EDGE_ID"])
 			}
 			svc := find("Service", o.Spec.ServiceName)
 			if svc == nil || svc.Spec.ClusterIP != "None" {
 				t.Errorf("%s: serviceName %q is not a headless Service", p.where, o.Spec.ServiceName)
 			}
 			checkPDB(t, objs, o)
-			if p.binary == "hearth-hub" {
-				hubs = append(hubs, p)
-				continue
-			}
 			addr, _ := p.value(s, "HEARTH_EDGE_LISTEN")
 			_, port, _ := net.SplitHostPort(addr)
 			for i := 0; i < p.replicas; i++ {
@@ -1258,7 +1323,6 @@ func checkK8s(t *testing.T, objs []k8sObject) {
 			}
 		}
 	}
-	checkStaticHubs(t, hubs)
 	for _, p := range procs {
 		if p.binary == "hearth-tls" {
 			checkEdgeList(t, p, edgeURLs)
