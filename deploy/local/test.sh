@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh is `make test`: every Go test with the race detector, including the
-# ones against a real RabbitMQ.
+# ones against a real RabbitMQ. With arguments it runs `go test -race` with
+# them instead, against the same private RabbitMQ (make chaos).
 #
 # RabbitMQ: with HEARTH_TEST_AMQP_URL set, the tests use that broker. Otherwise
 # a private node is started with deploy/local/rabbitmq.sh (own node name, data
@@ -26,5 +27,10 @@ if [ -z "${HEARTH_TEST_AMQP_URL:-}" ]; then
 fi
 echo "test.sh: RabbitMQ for the tests: ${HEARTH_TEST_AMQP_URL}" >&2
 
+if [ $# -gt 0 ]; then
+	# A chosen run (make chaos): go test arguments as given.
+	go test -race -count=1 "$@"
+	exit
+fi
 go vet ./...
 go test -race -count=1 -timeout 12m ./...
