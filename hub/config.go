@@ -37,6 +37,14 @@ type Config struct {
 	// Zero values mean 1000 and 1 MiB.
 	HistoryMessages int `flag:"history-messages" env:"HEARTH_HISTORY_MESSAGES" default:"1000" usage:"messages retained per room"`
 	HistoryBytes    int `flag:"history-bytes" env:"HEARTH_HISTORY_BYTES" default:"1048576" usage:"body bytes retained per room"`
+	// HistoryTotalBytes bounds the history of all rooms together; each
+	// shard gets an equal share, so the bound holds however many shards the
+	// hub owns. When a shard's share is full, the least recently active
+	// rooms lose their oldest messages. Zero value means 256 MiB.
+	HistoryTotalBytes int `flag:"history-total-bytes" env:"HEARTH_HISTORY_TOTAL_BYTES" default:"268435456" usage:"body bytes retained over all rooms (shared equally by the shards)"`
+	// DedupTotal bounds the remembered client message ids of all rooms
+	// together, shared like HistoryTotalBytes. Zero value means 1,000,000.
+	DedupTotal int `flag:"dedup-total" env:"HEARTH_DEDUP_TOTAL" default:"1000000" usage:"client message ids remembered over all rooms (shared equally by the shards)"`
 	// JoinHistory is how many recent messages a fresh join receives.
 	// Zero value means 50.
 	JoinHistory int `flag:"join-history" env:"HEARTH_JOIN_HISTORY" default:"50" usage:"recent messages sent with a fresh join"`
@@ -84,6 +92,8 @@ func (c *Config) normalize() error {
 	setDur(&c.ReplayTimeout, 30*time.Second)
 	setInt(&c.HistoryMessages, 1000)
 	setInt(&c.HistoryBytes, 1<<20)
+	setInt(&c.HistoryTotalBytes, 256<<20)
+	setInt(&c.DedupTotal, 1000000)
 	setInt(&c.JoinHistory, 50)
 	setInt(&c.DedupWindow, 10000)
 	setInt(&c.SnapshotEvery, 5000)

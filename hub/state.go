@@ -81,6 +81,10 @@ type limits struct {
 	historyMessages int
 	historyBytes    int
 	dedupWindow     int
+	// shardHistoryBytes and shardDedup bound all rooms of a shard together:
+	// each shard's share of the hub-wide bounds. Zero: no bound.
+	shardHistoryBytes int
+	shardDedup        int
 }
 
 type msgKey struct{ user, cmid string }
@@ -98,6 +102,8 @@ type room struct {
 	// members maps a user to its connections in the room.
 	members map[string]map[connKey]struct{}
 	reads   map[string]uint64
+	// lastActive is the shard clock of the room's last message.
+	lastActive uint64
 }
 
 type connKey struct{ edge, conn string }
@@ -114,6 +120,11 @@ func newRoom() *room {
 type state struct {
 	rooms map[string]*room
 	lim   limits
+	// clock counts messages; historyBytes and dedupEntries total all rooms.
+	clock        uint64
+	historyBytes int
+	dedupEntries int
+	evictions    int
 }
 
 func newState(lim limits) *state { return &state{rooms: make(map[string]*room), lim: lim} }
@@ -177,6 +188,7 @@ func (s *state) apply(rec *record) (changed []presenceChange) {
 		}
 	case recSnapshot:
 		s.rooms = make(map[string]*room, len(rec.Snap.Rooms))
+		s.historyBytes, s.dedupEntries = 0, 0
 		for i := range rec.Snap.Rooms {
 			rs := &rec.Snap.Rooms[i]
 			r := s.room(rs.Name)
@@ -185,7 +197,7 @@ func (s *state) apply(rec *record) (changed []presenceChange) {
 				s.remember(r, &rs.History[j])
 			}
 			for _, d := range rs.Dedup {
-				addDedup(r, msgKey{d.User, d.CMID}, d.Seq, s.lim.dedupWindow)
+				s.addDedup(r, msgKey{d.User, d.CMID}, d.Seq)
 			}
 			for _, m := range rs.Members {
 				conns := r.members[m.User]
@@ -225,32 +237,76 @@ func removeMember(r *room, user string, k connKey) (lastGone bool) {
 }
 
 // remember adds a message to the room's history and de-duplication window,
-// trimming both to their bounds.
+// trimming both to the room's bounds and the shard's to its budgets.
 func (s *state) remember(r *room, rec *record) {
 	m := *rec
 	m.K = recMessage
 	m.Room = ""
+	s.clock++
+	r.lastActive = s.clock
 	r.history = append(r.history, m)
 	r.historyBytes += len(m.Body)
+	s.historyBytes += len(m.Body)
 	for len(r.history) > 0 && (len(r.history) > s.lim.historyMessages || r.historyBytes > s.lim.historyBytes) {
+		s.dropHistory(r, 1)
+	}
+	if m.CMID != "" {
+		s.addDedup(r, msgKey{m.User, m.CMID}, m.Seq)
+	}
+	s.enforceBudgets()
+}
+
+// dropHistory removes a room's n oldest retained messages.
+func (s *state) dropHistory(r *room, n int) {
+	for i := 0; i < n && len(r.history) > 0; i++ {
 		r.historyBytes -= len(r.history[0].Body)
+		s.historyBytes -= len(r.history[0].Body)
 		r.history[0] = record{}
 		r.history = r.history[1:]
 	}
-	if m.CMID != "" {
-		addDedup(r, msgKey{m.User, m.CMID}, m.Seq, s.lim.dedupWindow)
+}
+
+// dropDedup forgets a room's n oldest client message ids.
+func (s *state) dropDedup(r *room, n int) {
+	for i := 0; i < n && len(r.dedupOrder) > 0; i++ {
+		delete(r.dedup, r.dedupOrder[0])
+		r.dedupOrder = r.dedupOrder[1:]
+		s.dedupEntries--
 	}
 }
 
-func addDedup(r *room, k msgKey, seq uint64, window int) {
+func (s *state) addDedup(r *room, k msgKey, seq uint64) {
 	if _, ok := r.dedup[k]; ok {
 		return
 	}
 	r.dedup[k] = seq
 	r.dedupOrder = append(r.dedupOrder, k)
-	for len(r.dedupOrder) > window {
-		delete(r.dedup, r.dedupOrder[0])
-		r.dedupOrder = r.dedupOrder[1:]
+	s.dedupEntries++
+	if len(r.dedupOrder) > s.lim.dedupWindow {
+		s.dropDedup(r, len(r.dedupOrder)-s.lim.dedupWindow)
+	}
+}
+
+// enforceBudgets keeps the shard's history bytes and de-duplication
+// entries, over all its rooms, within the shard's share of the hub-wide
+// bounds, by halving what the least recently active rooms retain. A room
+// that loses history answers older resumes with a reset; one that loses
+// de-duplication entries can sequence a very late retry again.
+func (s *state) enforceBudgets() {
+	for (s.lim.shardHistoryBytes > 0 && s.historyBytes > s.lim.shardHistoryBytes) ||
+		(s.lim.shardDedup > 0 && s.dedupEntries > s.lim.shardDedup) {
+		var lru *room
+		for _, r := range s.rooms {
+			if (len(r.history) > 0 || len(r.dedupOrder) > 0) && (lru == nil || r.lastActive < lru.lastActive) {
+				lru = r
+			}
+		}
+		if lru == nil {
+			return
+		}
+		s.dropHistory(lru, (len(lru.history)+1)/2)
+		s.dropDedup(lru, (len(lru.dedupOrder)+1)/2)
+		s.evictions++
 	}
 }
 

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -124,5 +125,40 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	st2.apply(msg("a", 4, "u", "c4"))
 	if len(st2.rooms["a"].history) != 4 {
 		t.Fatal("a replayed message was applied twice")
+	}
+}
+
+// TestShardBudgets: all rooms of a shard together stay within the shard's
+// history and de-duplication budgets; the least recently active rooms give
+// way, the busy one keeps its recent messages.
+func TestShardBudgets(t *testing.T) {
+	t.Parallel()
+	st := newState(limits{historyMessages: 1000, historyBytes: 1 << 20, dedupWindow: 1000, shardHistoryBytes: 1000, shardDedup: 50})
+	body := make([]byte, 10)
+	seq := map[string]uint64{}
+	for i := 0; i < 500; i++ {
+		room := fmt.Sprintf("r%d", i%10)
+		if i >= 400 {
+			room = "busy"
+		}
+		seq[room]++
+		st.apply(&record{K: recMessage, Room: room, Seq: seq[room], User: "u", CMID: fmt.Sprint(i), Body: body})
+		if st.historyBytes > 1000 || st.dedupEntries > 50 {
+			t.Fatalf("after %d messages: %d history bytes, %d dedup entries", i+1, st.historyBytes, st.dedupEntries)
+		}
+	}
+	sum := 0
+	for _, r := range st.rooms {
+		sum += r.historyBytes
+	}
+	if sum != st.historyBytes {
+		t.Fatalf("rooms hold %d bytes, total says %d", sum, st.historyBytes)
+	}
+	busy := st.rooms["busy"]
+	if len(busy.history) == 0 || busy.history[len(busy.history)-1].Seq != 100 {
+		t.Fatal("the most active room lost its newest message")
+	}
+	if st.evictions == 0 {
+		t.Fatal("no eviction happened")
 	}
 }

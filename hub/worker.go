@@ -121,7 +121,14 @@ func (w *Worker) AdminAddr() net.Addr {
 func (w *Worker) Shards() []int { return w.owner.shards() }
 
 func (w *Worker) limits() limits {
-	return limits{historyMessages: w.cfg.HistoryMessages, historyBytes: w.cfg.HistoryBytes, dedupWindow: w.cfg.DedupWindow}
+	shards := w.cfg.Topology.NumShards()
+	return limits{
+		historyMessages:   w.cfg.HistoryMessages,
+		historyBytes:      w.cfg.HistoryBytes,
+		dedupWindow:       w.cfg.DedupWindow,
+		shardHistoryBytes: max(1, w.cfg.HistoryTotalBytes/shards),
+		shardDedup:        max(1, w.cfg.DedupTotal/shards),
+	}
 }
 
 // Run declares the topology, joins the other hubs and keeps this hub's
