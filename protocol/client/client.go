@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
-	"github.com/lxzan/gws"
 	"github.com/rs/zerolog"
 
 	"github.com/hearth-gateway/hearth/protocol"
@@ -32,6 +32,7 @@ type Client struct {
 
 	msgs   chan protocol.Frame
 	events chan Event
+	kick   chan struct{} // wakes the supervisor to run sync
 
 	ctx       context.Context // cancelled by Close
 	cancel    context.CancelFunc
@@ -40,9 +41,13 @@ type Client struct {
 	done      chan struct{}  // closed when the supervisor has stopped
 
 	dropped       atomic.Uint64
+	refetched     atomic.Uint64
+	recovered     atomic.Uint64
+	duplicates    atomic.Uint64
+	fetches       atomic.Uint64
+	resets        atomic.Uint64
 	eventsDropped atomic.Uint64
 	reconnects    atomic.Uint64
-	dropping      atomic.Bool // the last broadcast was dropped
 
 	// roomsMu orders membership changes on the wire: the sending of a
 	// reconnection's joins and of a Leave. Taken before mu.
@@ -51,10 +56,17 @@ type Client struct {
 	mu      sync.Mutex
 	sess    *session // the live connection; nil while disconnected
 	pending map[uint32]*call
-	rooms   map[string]struct{} // rooms to re-join after a reconnection
+	rooms   map[string]*room // delivery state; the joined ones are re-joined after a reconnection
+	// up is closed while a connection is up and its rooms' re-joins are
+	// sent; a new, open channel replaces it when the connection drops.
+	up      chan struct{}
 	welcome Welcome
 	stopped bool  // closed by Close, or stopped for good
 	err     error // why the client stopped; nil after Close
+	starved bool  // a room message did not fit in msgs; fetches wait for it to drain
+	// starvedPolls counts the supervisor's looks at a still-full msgs.
+	starvedPolls uint
+	dropping     bool // the last frame did not fit in msgs
 }
 
 // call is a request waiting for its reply.
@@ -63,10 +75,15 @@ type call struct {
 	want protocol.FrameType
 	room string
 	cmid string
-	// remember: a successful reply adds room to the rooms to re-join (a
-	// user's join; a re-join must not undo a concurrent Leave).
-	remember bool
-	ch       chan result // capacity 1: the reader never blocks on it
+	// apply: what the reply does to the room's delivery state, in the
+	// reader, before the waiter sees it.
+	apply applyKind
+	r     *room   // the room state a join or fetch was made for
+	since *uint64 // a join's Since
+	after uint64  // a fetch's After
+	// ch has capacity 1, so the reader never blocks on it; nil for the
+	// client's own fetches, which nobody waits for.
+	ch chan result
 }
 
 type result struct {
@@ -95,9 +112,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cmidPrefix: base64.RawURLEncoding.EncodeToString(rnd[:]) + "-",
 		msgs:       make(chan protocol.Frame, cfg.RecvBuffer),
 		events:     make(chan Event, eventBuffer),
+		kick:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		pending:    make(map[uint32]*call),
-		rooms:      make(map[string]struct{}),
+		rooms:      make(map[string]*room),
+		up:         make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 
@@ -108,6 +127,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c.install(s)
+	c.markUp(s)
 	c.wg.Add(1)
 	go c.run(s)
 	return c, nil
@@ -138,9 +158,10 @@ func (c *Client) Err() error {
 	return c.err
 }
 
-// Messages delivers the message and presence frames of the joined rooms.
-// See the package documentation for what happens when it is full. It is
-// closed when the client stops.
+// Messages delivers the messages of the joined rooms — each once, in seq
+// order per room, whether it arrived live or had to be fetched — and the
+// presence, typing and receipt frames, as they come. See the package
+// documentation. It is closed when the client stops.
 func (c *Client) Messages() <-chan protocol.Frame { return c.msgs }
 
 // Events delivers connection state changes; it holds 64 events and drops
@@ -159,6 +180,11 @@ func (c *Client) Welcome() Welcome {
 func (c *Client) Stats() Stats {
 	return Stats{
 		Dropped:       c.dropped.Load(),
+		Refetched:     c.refetched.Load(),
+		Recovered:     c.recovered.Load(),
+		Duplicates:    c.duplicates.Load(),
+		Fetches:       c.fetches.Load(),
+		Resets:        c.resets.Load(),
 		EventsDropped: c.eventsDropped.Load(),
 		Reconnects:    c.reconnects.Load(),
 	}
@@ -170,23 +196,97 @@ func (c *Client) Rooms() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]string, 0, len(c.rooms))
-	for r := range c.rooms {
-		out = append(out, r)
+	for name, r := range c.rooms {
+		if r.joined {
+			out = append(out, name)
+		}
 	}
 	return out
 }
 
-// Join joins room and returns the edge's joined frame (Seq is the room's
-// current sequence number, Members its members). The client remembers the
-// room and re-joins it after every reconnection until Leave.
+// Join joins room and returns the edge's joined frame: Seq is the room's
+// current sequence number, Members its members, History its recent
+// messages (seq ≤ Seq). The client remembers the room and re-joins it after
+// every reconnection until Leave, resuming from the last seq it delivered.
+//
+// Delivery of the room starts after Seq: the History messages are put on
+// Messages first (recovered, oldest first, as far as Messages has room),
+// then every message with a larger seq, each once and in order. Joining a
+// room the client is already in resumes it instead (like JoinSince with the
+// last seq delivered), so nothing is delivered twice.
 func (c *Client) Join(ctx context.Context, room string) (protocol.Frame, error) {
-	return c.do(ctx, "join", protocol.Frame{Type: protocol.TypeJoin, Room: room}, protocol.TypeJoined)
+	return c.join(ctx, room, nil)
+}
+
+// JoinSince joins room as a resume from since, the last seq the application
+// has seen there (for example one it persisted across restarts): every
+// message after since is delivered through Messages, the ones the room
+// still retains as recovered messages. If the room no longer retains all of
+// them, EventReset says so and delivery starts with the oldest retained.
+// Since 0 asks for the whole retained history. If the client is already in
+// room, since is ignored: it resumes from the last seq it delivered.
+func (c *Client) JoinSince(ctx context.Context, room string, since uint64) (protocol.Frame, error) {
+	return c.join(ctx, room, &since)
+}
+
+func (c *Client) join(ctx context.Context, name string, since *uint64) (protocol.Frame, error) {
+	f := protocol.Frame{Type: protocol.TypeJoin, Room: name}
+	if fe := f.ValidateClient(protocol.Limits{}); fe != nil {
+		return protocol.Frame{}, fmt.Errorf("client: join %q: %w", name, fe)
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.RequestTimeout, ErrTimeout)
+	defer cancel()
+
+	c.mu.Lock()
+	r := c.rooms[name]
+	fresh := r == nil
+	if fresh {
+		r = &room{name: name}
+		if since != nil {
+			r.last = *since
+		}
+	} else if r.joined {
+		last := r.last
+		since = &last
+	}
+	f.Since = since
+	cl, err := c.register(&f, protocol.TypeJoined, applyJoin)
+	if err == nil {
+		cl.r, cl.since = r, since
+		if fresh {
+			c.rooms[name] = r
+		}
+		if !r.joined {
+			r.joinID = f.ID
+		}
+	}
+	c.mu.Unlock()
+	if err == nil {
+		if err = cl.sess.sendFrame(&f); err != nil {
+			c.forget(f.ID)
+		}
+	}
+	var reply protocol.Frame
+	if err == nil {
+		reply, err = c.wait(ctx, f.ID, cl)
+	}
+	if err != nil {
+		c.mu.Lock()
+		if c.rooms[name] == r && !r.joined && r.joinID == f.ID {
+			delete(c.rooms, name)
+		}
+		c.mu.Unlock()
+		return reply, fmt.Errorf("client: join %q: %w", name, err)
+	}
+	return reply, nil
 }
 
 // Leave leaves room, and the client stops re-joining it. If the client is
 // disconnected, or the connection drops before the reply, Leave returns
 // nil: a closed connection is a member of no room, and the room will not be
 // re-joined. Join and Leave of the same room must not run concurrently.
+// Messages of the room still on their way are delivered as they come,
+// without de-duplication.
 func (c *Client) Leave(ctx context.Context, room string) error {
 	f := protocol.Frame{Type: protocol.TypeLeave, Room: room}
 	if fe := f.ValidateClient(protocol.Limits{}); fe != nil {
@@ -199,10 +299,10 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 	c.mu.Lock()
 	delete(c.rooms, room)
 	c.mu.Unlock()
-	id, cl, err := c.start(&f, protocol.TypeLeft, false)
+	cl, err := c.start(&f, protocol.TypeLeft, applyNone)
 	c.roomsMu.Unlock()
 	if err == nil {
-		_, err = c.wait(ctx, id, cl)
+		_, err = c.wait(ctx, f.ID, cl)
 	}
 	if err == nil || errors.Is(err, ErrDisconnected) {
 		return nil
@@ -211,25 +311,153 @@ func (c *Client) Leave(ctx context.Context, room string) error {
 }
 
 // Publish sends body to room under a new client message id and returns the
-// sequence number the room gave it. To retry a publish that failed with
-// ErrDisconnected or ErrTimeout without risking a duplicate, use NewCMID
-// and PublishCMID with the same id.
+// sequence number the room gave it. With Config.RetryPublish it survives
+// reconnections (see there); without, it fails with ErrDisconnected or
+// ErrTimeout when the connection drops or the reply is late, and NewCMID
+// with PublishCMID lets the caller retry under the same id.
 func (c *Client) Publish(ctx context.Context, room string, body []byte) (uint64, error) {
 	return c.PublishCMID(ctx, room, c.NewCMID(), body)
 }
 
 // PublishCMID is Publish with a client message id chosen by the caller (at
-// most protocol.MaxIDLen bytes). The hub de-duplicates ids, so repeating a
-// publish with the same id is safe.
+// most protocol.MaxIDLen bytes). The hub de-duplicates ids per user: a
+// publish repeated with the same id is acknowledged with the seq of the
+// first and never sequenced twice.
 func (c *Client) PublishCMID(ctx context.Context, room, cmid string, body []byte) (uint64, error) {
-	f, err := c.do(ctx, "publish", protocol.Frame{Type: protocol.TypePublish, Room: room, CMID: cmid, Body: body}, protocol.TypeAck)
-	return f.Seq, err
+	f := protocol.Frame{Type: protocol.TypePublish, Room: room, CMID: cmid, Body: body}
+	if !c.cfg.RetryPublish {
+		r, err := c.do(ctx, "publish", f, protocol.TypeAck)
+		return r.Seq, err
+	}
+	for attempt := 1; ; attempt++ {
+		r, err := c.do(ctx, "publish", f, protocol.TypeAck)
+		if err == nil {
+			return r.Seq, nil
+		}
+		if ctx.Err() != nil {
+			return 0, err
+		}
+		var wait <-chan struct{}
+		var delay time.Duration
+		var re *RequestError
+		switch {
+		case errors.Is(err, ErrDisconnected):
+			wait = c.upChan()
+		case errors.Is(err, ErrTimeout):
+		case errors.As(err, &re) && (re.Code == protocol.CodeUnavailable || re.Code == protocol.CodeInternal ||
+			re.Code == protocol.CodeRateLimited):
+			delay = backoff(attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)
+		default:
+			return 0, err
+		}
+		c.log.Debug().Err(err).Str("room", room).Str("cmid", cmid).Int("attempt", attempt).Msg("publish failed; retrying")
+		if perr := c.pause(ctx, wait, delay); perr != nil {
+			return 0, fmt.Errorf("client: publish %q: %w (last attempt: %w)", room, perr, err)
+		}
+	}
+}
+
+// pause waits until wait is closed, or for delay when wait is nil. It
+// fails with ctx's cause, or ErrClosed when the client stops.
+func (c *Client) pause(ctx context.Context, wait <-chan struct{}, delay time.Duration) error {
+	var timer <-chan time.Time
+	if wait == nil {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-wait:
+	case <-timer:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-c.done:
+		return ErrClosed
+	}
+	return nil
 }
 
 // NewCMID returns a client message id unique to this client: a random
 // prefix chosen at Dial and a counter.
 func (c *Client) NewCMID() string {
 	return c.cmidPrefix + strconv.FormatUint(c.cmidSeq.Add(1), 36)
+}
+
+// HistoryQuery selects messages of a room for History.
+type HistoryQuery struct {
+	// After > 0 asks for the messages with seq > After, oldest first.
+	After uint64
+	// Before > 0 asks for the newest messages with seq < Before. With
+	// neither After nor Before, the newest messages.
+	Before uint64
+	// Limit bounds the number of messages, at most
+	// protocol.MaxHistoryLimit; the server may return fewer. Zero means
+	// the server's default, protocol.DefaultHistoryLimit.
+	Limit int
+}
+
+// HistoryPage is the answer to History.
+type HistoryPage struct {
+	// Messages are message frames in seq order.
+	Messages []protocol.Frame
+	// Seq is the room's current sequence number.
+	Seq uint64
+	// Reset: After was older than what the room retains; Messages start
+	// with the oldest retained message.
+	Reset bool
+}
+
+// History asks for retained messages of room. It only reads: the messages
+// are returned, not put on Messages, and the client's delivery is not
+// affected. To page forward, ask again with After set to the last seq
+// returned until it reaches Seq.
+func (c *Client) History(ctx context.Context, room string, q HistoryQuery) (HistoryPage, error) {
+	if q.Limit < 0 || q.Limit > protocol.MaxHistoryLimit {
+		return HistoryPage{}, fmt.Errorf("client: history %q: limit %d not in [0, %d]", room, q.Limit, protocol.MaxHistoryLimit)
+	}
+	f := protocol.Frame{Type: protocol.TypeHistory, Room: room, After: q.After, Before: q.Before, Limit: uint32(q.Limit)}
+	r, err := c.do(ctx, "history", f, protocol.TypeHistoryReply)
+	if err != nil {
+		return HistoryPage{}, err
+	}
+	for i := range r.History {
+		r.History[i] = asMessage(r.History[i], room)
+	}
+	return HistoryPage{Messages: r.History, Seq: r.Seq, Reset: r.Reset}, nil
+}
+
+// Typing tells room that the user is typing. It has no reply: the other
+// members get a protocol.TypeTypingEvent frame through Messages. A refusal
+// arrives as EventServerError.
+func (c *Client) Typing(ctx context.Context, room string) error {
+	return c.notify(ctx, "typing", protocol.Frame{Type: protocol.TypeTyping, Room: room})
+}
+
+// MarkRead records that the user has read room up to seq. It has no reply:
+// the room's members (this client included) get a protocol.TypeReceipt
+// frame through Messages. A refusal arrives as EventServerError.
+func (c *Client) MarkRead(ctx context.Context, room string, seq uint64) error {
+	return c.notify(ctx, "read", protocol.Frame{Type: protocol.TypeRead, Room: room, Seq: seq})
+}
+
+// notify sends a frame that has no reply.
+func (c *Client) notify(ctx context.Context, op string, f protocol.Frame) error {
+	if fe := f.ValidateClient(protocol.Limits{}); fe != nil {
+		return fmt.Errorf("client: %s %q: %w", op, f.Room, fe)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("client: %s %q: %w", op, f.Room, context.Cause(ctx))
+	}
+	c.mu.Lock()
+	s, err := c.live()
+	c.mu.Unlock()
+	if err == nil {
+		err = s.sendFrame(&f)
+	}
+	if err != nil {
+		return fmt.Errorf("client: %s %q: %w", op, f.Room, err)
+	}
+	return nil
 }
 
 // do sends a request and waits for its reply.
@@ -239,52 +467,67 @@ func (c *Client) do(ctx context.Context, op string, f protocol.Frame, want proto
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.RequestTimeout, ErrTimeout)
 	defer cancel()
-	id, cl, err := c.start(&f, want, want == protocol.TypeJoined)
+	cl, err := c.start(&f, want, applyNone)
 	if err != nil {
 		return protocol.Frame{}, fmt.Errorf("client: %s %q: %w", op, f.Room, err)
 	}
-	r, err := c.wait(ctx, id, cl)
+	r, err := c.wait(ctx, f.ID, cl)
 	if err != nil {
 		return r, fmt.Errorf("client: %s %q: %w", op, f.Room, err)
 	}
 	return r, nil
 }
 
-// start registers a call and writes its frame on the live connection.
-func (c *Client) start(f *protocol.Frame, want protocol.FrameType, remember bool) (uint32, *call, error) {
+// start registers a call and writes its frame, with its new id, on the
+// live connection.
+func (c *Client) start(f *protocol.Frame, want protocol.FrameType, apply applyKind) (*call, error) {
 	c.mu.Lock()
-	if c.stopped {
-		err := c.err
-		c.mu.Unlock()
-		if err != nil {
-			return 0, nil, fmt.Errorf("%w: %w", ErrClosed, err)
-		}
-		return 0, nil, ErrClosed
-	}
-	s := c.sess
-	if s == nil {
-		c.mu.Unlock()
-		return 0, nil, ErrDisconnected
-	}
-	id := c.newID()
-	cl := &call{sess: s, want: want, room: f.Room, cmid: f.CMID, ch: make(chan result, 1),
-		remember: remember}
-	c.pending[id] = cl
+	cl, err := c.register(f, want, apply)
 	c.mu.Unlock()
-
-	f.ID = id
-	b, err := protocol.EncodeFrame(f)
-	if err == nil {
-		err = s.write(gws.OpcodeBinary, b)
-		if err != nil {
-			err = fmt.Errorf("%w: %v", ErrDisconnected, err)
-		}
-	}
 	if err != nil {
-		c.forget(id)
-		return 0, nil, err
+		return nil, err
 	}
-	return id, cl, nil
+	if err := cl.sess.sendFrame(f); err != nil {
+		c.forget(f.ID)
+		return nil, err
+	}
+	return cl, nil
+}
+
+// live returns the live connection, or why there is none. mu held on entry.
+func (c *Client) live() (*session, error) {
+	if c.stopped {
+		if c.err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrClosed, c.err)
+		}
+		return nil, ErrClosed
+	}
+	if c.sess == nil {
+		return nil, ErrDisconnected
+	}
+	return c.sess, nil
+}
+
+// register records a call for f on the live connection and sets f.ID. mu
+// held on entry.
+func (c *Client) register(f *protocol.Frame, want protocol.FrameType, apply applyKind) (*call, error) {
+	s, err := c.live()
+	if err != nil {
+		return nil, err
+	}
+	cl := c.registerOn(s, f, want, apply)
+	cl.ch = make(chan result, 1)
+	return cl, nil
+}
+
+// registerOn records a call for f on s, without a channel to wait on, and
+// sets f.ID. mu held on entry.
+func (c *Client) registerOn(s *session, f *protocol.Frame, want protocol.FrameType, apply applyKind) *call {
+	id := c.newID()
+	cl := &call{sess: s, want: want, room: f.Room, cmid: f.CMID, apply: apply}
+	c.pending[id] = cl
+	f.ID = id
+	return cl
 }
 
 // wait waits for the reply of call id.
@@ -320,8 +563,10 @@ func (c *Client) forget(id uint32) {
 	c.mu.Unlock()
 }
 
-// reply completes the call a reply frame answers. Called by s's reader.
+// reply completes the call a reply frame answers, applying it first to the
+// room's delivery state when it is a join or a fetch. Called by s's reader.
 func (c *Client) reply(s *session, f protocol.Frame) {
+	b := &s.batch
 	c.mu.Lock()
 	cl, ok := c.pending[f.ID]
 	if ok && cl.sess == s {
@@ -332,17 +577,21 @@ func (c *Client) reply(s *session, f protocol.Frame) {
 	var r result
 	if ok {
 		r = checkReply(cl, f)
-		if r.err == nil && cl.remember {
-			// Recorded here, by the reader, so that a reconnection that
-			// follows this reply always re-joins the room.
-			c.rooms[cl.room] = struct{}{}
+		switch cl.apply {
+		case applyJoin:
+			c.applyJoined(b, s, f.ID, cl, r)
+		case applyFetch:
+			c.applyFetch(b, s, f.ID, cl, r)
 		}
 	}
 	c.mu.Unlock()
+	c.flush(s, b)
 
 	switch {
 	case ok:
-		cl.ch <- r
+		if cl.ch != nil {
+			cl.ch <- r
+		}
 	case f.Type == protocol.TypeError:
 		s.log.Warn().Uint32("id", f.ID).Uint16("code", uint16(f.Code)).Str("text", f.Text).Str("room", f.Room).
 			Msg("error frame for no pending request")
@@ -365,25 +614,6 @@ func checkReply(cl *call, f protocol.Frame) result {
 	return result{f: f}
 }
 
-// deliver hands a broadcast to Messages without ever blocking: a full
-// buffer drops the frame. Called by the reader.
-func (c *Client) deliver(f protocol.Frame) {
-	select {
-	case c.msgs <- f:
-		if c.dropping.Load() {
-			c.dropping.Store(false)
-			c.log.Info().Uint64("dropped_total", c.dropped.Load()).Msg("receive buffer drained; delivering broadcasts again")
-		}
-	default:
-		n := c.dropped.Add(1)
-		if !c.dropping.Swap(true) {
-			c.log.Warn().Int("buffer", cap(c.msgs)).Uint64("dropped_total", n).
-				Msg("receive buffer full: dropping broadcasts until the consumer catches up")
-			c.emit(Event{Kind: EventOverflow, Dropped: n})
-		}
-	}
-}
-
 // emit sends an event without blocking; a full channel drops it.
 func (c *Client) emit(e Event) {
 	select {
@@ -403,6 +633,28 @@ func (c *Client) install(s *session) {
 	c.emit(Event{Kind: EventConnected, Welcome: s.welcome})
 }
 
+// markUp records that s is up with its rooms' re-joins sent: retried
+// publishes may go.
+func (c *Client) markUp(s *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sess == s {
+		select {
+		case <-c.up:
+		default:
+			close(c.up)
+		}
+	}
+}
+
+// upChan returns a channel closed once a connection is up with its rooms
+// re-joined.
+func (c *Client) upChan() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.up
+}
+
 // detach forgets s as the live connection and fails its pending requests.
 // Called by s's OnClose.
 func (c *Client) detach(s *session) {
@@ -410,6 +662,11 @@ func (c *Client) detach(s *session) {
 	defer c.mu.Unlock()
 	if c.sess == s {
 		c.sess = nil
+		select {
+		case <-c.up:
+			c.up = make(chan struct{})
+		default:
+		}
 	}
 	err := ErrDisconnected
 	if c.stopped {
@@ -418,7 +675,9 @@ func (c *Client) detach(s *session) {
 	for id, cl := range c.pending {
 		if cl.sess == s {
 			delete(c.pending, id)
-			cl.ch <- result{err: err}
+			if cl.ch != nil {
+				cl.ch <- result{err: err}
+			}
 		}
 	}
 }

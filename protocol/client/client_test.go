@@ -618,7 +618,8 @@ func TestTokenFuncRefreshes(t *testing.T) {
 }
 
 func TestDeadConnectionDetected(t *testing.T) {
-	t.Parallel()
+	// Not parallel: Go runs it before the parallel tests start, so that
+	// their load (the delivery chaos tests) cannot starve the heartbeat.
 	// Generous enough that a loaded CI machine's scheduling delays (race
 	// detector, parallel packages) stay well inside the client's timeout
 	// of 2×hb + hb/2.
@@ -650,51 +651,6 @@ func TestDeadConnectionDetected(t *testing.T) {
 	nextEvent(t, c, EventConnected, nil)
 	if ev := nextEvent(t, c, EventRejoined, nil); ev.Room != "a" {
 		t.Fatalf("rejoined %q", ev.Room)
-	}
-}
-
-// A consumer that does not read Messages never holds up replies or the
-// connection: broadcasts beyond the buffer are dropped and counted.
-func TestSlowConsumerDropsAndCounts(t *testing.T) {
-	t.Parallel()
-	e := newFakeEdge(t, testSecret, time.Second)
-	c := dial(t, e, func(c *Config) { c.RecvBuffer = 4 })
-	mustJoin(t, c, "a")
-	for i := range 20 {
-		if _, err := c.Publish(t.Context(), "a", []byte(fmt.Sprint(i))); err != nil {
-			t.Fatalf("publish %d with a full buffer: %v", i, err)
-		}
-	}
-	waitFor(t, "16 drops", func() bool { return c.Stats().Dropped == 16 })
-	ev := nextEvent(t, c, EventOverflow, nil)
-	if ev.Dropped != 1 {
-		t.Fatalf("overflow event %+v", ev)
-	}
-	for want := uint64(1); want <= 4; want++ {
-		if m := recvMessage(t, c); m.Seq != want {
-			t.Fatalf("buffered seq %d, want %d", m.Seq, want)
-		}
-	}
-	// Drained: delivery resumes; the gap is visible in the sequence.
-	if _, err := c.Publish(t.Context(), "a", []byte("again")); err != nil {
-		t.Fatal(err)
-	}
-	if m := recvMessage(t, c); m.Seq != 21 || string(m.Body) != "again" {
-		t.Fatalf("after drain %+v", m)
-	}
-	for {
-		select {
-		case ev := <-c.Events():
-			if ev.Kind == EventOverflow || ev.Kind == EventDisconnected {
-				t.Fatalf("unexpected %+v", ev)
-			}
-			continue
-		default:
-		}
-		break
-	}
-	if s := c.Stats(); s.Dropped != 16 || s.Reconnects != 0 || e.acceptedCount() != 1 {
-		t.Fatalf("stats %+v, %d connections", s, e.acceptedCount())
 	}
 }
 

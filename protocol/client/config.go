@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/hearth-gateway/hearth/protocol"
 )
 
 // Defaults of Config's zero values.
@@ -20,6 +22,7 @@ const (
 	DefaultReconnectMax   = 10 * time.Second
 	DefaultRequestTimeout = 10 * time.Second
 	DefaultRecvBuffer     = 1024
+	DefaultHoldLimit      = 1000
 )
 
 // eventBuffer is the capacity of the Events channel.
@@ -70,9 +73,42 @@ type Config struct {
 	// request's context may end it sooner. Zero means 10s.
 	RequestTimeout time.Duration
 
-	// RecvBuffer is the capacity of the Messages channel; broadcasts that
-	// arrive while it is full are dropped and counted. Zero means 1024.
+	// RecvBuffer is the capacity of the Messages channel. A room message
+	// that finds it full is set aside and fetched again from the room's
+	// history once the consumer has caught up (Stats.Refetched); other
+	// frames are dropped and counted (Stats.Dropped). Zero means 1024.
 	RecvBuffer int
+
+	// HoldLimit bounds, per room, the messages held back while the client
+	// fetches the ones missing before them (a gap in the room's sequence).
+	// Beyond it the newest are discarded and fetched from history too, so
+	// it bounds memory, not what is delivered. Zero means 1000.
+	HoldLimit int
+
+	// OnDeliver, when set, is called for every frame the client puts on
+	// Messages, in the order they are put there, right after each one is
+	// (the application may already be reading it). recovered is true for a
+	// room message that did not arrive live but through a joined reply's
+	// History (a fresh join's recent messages, a resume) or a history
+	// request of the client's own that filled a gap; false for live
+	// broadcasts and for every other frame. It runs on the connection's
+	// reader: it must return quickly and must not wait for the client (no
+	// requests, no Close); Stats, Rooms and the like are fine.
+	// Nil means no hook.
+	OnDeliver func(f protocol.Frame, recovered bool)
+
+	// RetryPublish makes Publish and PublishCMID survive reconnections: a
+	// publish that fails with ErrDisconnected waits for the next
+	// connection (and the re-join of its rooms) and is sent again with the
+	// same client message id; one that gets no reply within
+	// RequestTimeout is sent again at once; one refused with a retryable
+	// load code (429, 500, 503) is sent again after a backoff. The hub
+	// de-duplicates client message ids, so the caller gets exactly one
+	// ack, with the seq of the message's first sequencing. Only the
+	// caller's ctx (or Close) ends the retries: give it a deadline. False
+	// (the zero value) keeps the fail-fast contract: ErrDisconnected and
+	// ErrTimeout are returned and retrying is the caller's choice.
+	RetryPublish bool
 }
 
 // normalize validates c, fills in defaults and returns the TLS
@@ -97,7 +133,7 @@ func (c *Config) normalize() (*tls.Config, string, error) {
 	if c.CAFile != "" && c.TLSConfig != nil {
 		return nil, "", errors.New("client: set Config.CAFile or Config.TLSConfig, not both")
 	}
-	if c.ReconnectMin < 0 || c.ReconnectMax < 0 || c.RequestTimeout < 0 || c.RecvBuffer < 0 {
+	if c.ReconnectMin < 0 || c.ReconnectMax < 0 || c.RequestTimeout < 0 || c.RecvBuffer < 0 || c.HoldLimit < 0 {
 		return nil, "", errors.New("client: negative durations and sizes are not allowed")
 	}
 	if c.ReconnectMin == 0 {
@@ -114,6 +150,9 @@ func (c *Config) normalize() (*tls.Config, string, error) {
 	}
 	if c.RecvBuffer == 0 {
 		c.RecvBuffer = DefaultRecvBuffer
+	}
+	if c.HoldLimit == 0 {
+		c.HoldLimit = DefaultHoldLimit
 	}
 
 	addr := u.Host

@@ -36,6 +36,9 @@ type session struct {
 	lastRecv atomic.Int64 // Unix nanoseconds of the last frame, ping or pong
 	cause    atomic.Pointer[error]
 
+	// batch is the reader's scratch space for delivery decisions.
+	batch batch
+
 	// Reader goroutine only until welcomed is closed; read-only after.
 	welcomeSeen bool
 	welcome     Welcome
@@ -159,6 +162,18 @@ func (s *session) write(op gws.Opcode, b []byte) error {
 	return s.conn.WriteMessage(op, b)
 }
 
+// sendFrame encodes f and writes it; a failure is ErrDisconnected.
+func (s *session) sendFrame(f *protocol.Frame) error {
+	b, err := protocol.EncodeFrame(f)
+	if err != nil {
+		return err
+	}
+	if err := s.write(gws.OpcodeBinary, b); err != nil {
+		return fmt.Errorf("%w: %v", ErrDisconnected, err)
+	}
+	return nil
+}
+
 // kill drops the connection without a close frame, recording cause as the
 // reason. The reader then ends and OnClose runs.
 func (s *session) kill(cause error) {
@@ -192,7 +207,7 @@ func (s *session) OnPing(_ *gws.Conn, payload []byte) {
 func (s *session) OnPong(*gws.Conn, []byte) { s.touch() }
 
 // OnMessage decodes one frame and routes it: replies to their request,
-// broadcasts to Messages.
+// room messages through the room's delivery state, notices to Messages.
 func (s *session) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	s.touch()
@@ -206,9 +221,11 @@ func (s *session) OnMessage(_ *gws.Conn, m *gws.Message) {
 		return
 	}
 	switch f.Type {
-	case protocol.TypeMessage, protocol.TypePresence:
-		s.c.deliver(f)
-	case protocol.TypeJoined, protocol.TypeLeft, protocol.TypeAck, protocol.TypeError:
+	case protocol.TypeMessage:
+		s.c.onMessage(s, f)
+	case protocol.TypePresence, protocol.TypeTypingEvent, protocol.TypeReceipt:
+		s.c.onNotice(s, f)
+	case protocol.TypeJoined, protocol.TypeLeft, protocol.TypeAck, protocol.TypeError, protocol.TypeHistoryReply:
 		s.c.reply(s, f)
 	case protocol.TypeWelcome:
 		if !s.welcomeSeen {

@@ -5,6 +5,7 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,10 +24,15 @@ const roomVoid = "void"
 
 const testOrigin = "https://chat.example"
 
-// fakeEdge is a small in-test edge: JWT at the handshake, Origin check,
-// welcome, pings every hb, joined/left/ack/error replies, broadcasts to room
-// members (the sender included) and presence. It handles each connection's
-// frames concurrently (gws ParallelEnabled), so replies leave out of order.
+// fakeEdge is a small in-test edge and hub: JWT at the handshake, Origin
+// check, welcome, pings every hb, joined/left/ack/error replies, broadcasts
+// to room members (the sender included) and presence; history (joins with
+// and without since, history requests, retention and Reset, a small page
+// size), publishes de-duplicated by (user, cmid), typing and read receipts.
+// Controls break delivery on purpose: hidden broadcasts (gaps),
+// re-broadcasts (duplicates), a connection dropped instead of an ack. It
+// handles each connection's frames concurrently (gws ParallelEnabled), so
+// replies leave out of order, unless made serial.
 type fakeEdge struct {
 	t      *testing.T
 	secret []byte
@@ -44,11 +50,25 @@ type fakeEdge struct {
 	reject   int             // HTTP status for every handshake; 0 means normal
 	forbid   map[string]bool // rooms whose joins fail with CodeForbidden
 	flap     uint16          // when set, close each new connection with this code after the welcome
+
+	page      int                  // most messages in one joined or history reply; 0 means MaxHistoryLimit
+	retain    int                  // messages a room retains for history; 0 means all
+	cmids     map[string]uint64    // user, room, cmid → seq
+	dropAck   bool                 // the next publish drops its connection instead of acking
+	histories int                  // history requests received
+	publishes int                  // publish requests, retries included
+	histFault []protocol.ErrorCode // the next history requests: 0 = no reply, else this error
+	histGate  chan struct{}        // when set, history requests wait for it to close
 }
+
+// recentHistory is how many messages a fresh join's History holds.
+const recentHistory = 50
 
 type froom struct {
 	seq     uint64
 	members map[*fconn]struct{}
+	log     []protocol.Frame // every message; log[i].Seq == i+1
+	hide    int              // the next hide messages are not broadcast
 }
 
 type fconn struct {
@@ -61,13 +81,23 @@ type fconn struct {
 }
 
 func newFakeEdge(t *testing.T, secret []byte, hb time.Duration) *fakeEdge {
+	return newFakeEdgeMode(t, secret, hb, true)
+}
+
+// newSerialFakeEdge handles each connection's frames in order, as a real
+// edge and hub do (a publish sent right after a join is processed after it).
+func newSerialFakeEdge(t *testing.T, secret []byte, hb time.Duration) *fakeEdge {
+	return newFakeEdgeMode(t, secret, hb, false)
+}
+
+func newFakeEdgeMode(t *testing.T, secret []byte, hb time.Duration, parallel bool) *fakeEdge {
 	t.Helper()
 	e := &fakeEdge{t: t, secret: secret, hb: hb,
 		conns: map[*fconn]struct{}{}, rooms: map[string]*froom{}, joins: map[string]int{},
-		forbid: map[string]bool{"forbidden": true}}
+		forbid: map[string]bool{"forbidden": true}, cmids: map[string]uint64{}}
 	e.up = gws.NewUpgrader(e, &gws.ServerOption{
 		SubProtocols:    []string{protocol.Subprotocol},
-		ParallelEnabled: true,
+		ParallelEnabled: parallel,
 	})
 	e.srv = httptest.NewServer(http.HandlerFunc(e.serveWS))
 	t.Cleanup(e.close)
@@ -80,7 +110,7 @@ func newFakeEdgeTLS(t *testing.T, secret []byte, hb time.Duration) *fakeEdge {
 	t.Helper()
 	e := &fakeEdge{t: t, secret: secret, hb: hb,
 		conns: map[*fconn]struct{}{}, rooms: map[string]*froom{}, joins: map[string]int{},
-		forbid: map[string]bool{"forbidden": true}}
+		forbid: map[string]bool{"forbidden": true}, cmids: map[string]uint64{}}
 	e.up = gws.NewUpgrader(e, &gws.ServerOption{SubProtocols: []string{protocol.Subprotocol}, ParallelEnabled: true})
 	e.srv = httptest.NewUnstartedServer(http.HandlerFunc(e.serveWS))
 	e.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // refused certificates are expected
@@ -213,13 +243,18 @@ func (e *fakeEdge) OnMessage(ws *gws.Conn, m *gws.Message) {
 	if f.Room == roomVoid {
 		return
 	}
+	if f.Type == protocol.TypeHistory {
+		e.mu.Lock()
+		e.histories++
+		gate := e.histGate
+		e.mu.Unlock()
+		if gate != nil {
+			<-gate
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock() // replies and broadcasts are written under mu: per-room order
-	r := e.rooms[f.Room]
-	if r == nil {
-		r = &froom{members: map[*fconn]struct{}{}}
-		e.rooms[f.Room] = r
-	}
+	r := e.room(f.Room)
 	_, member := r.members[fc]
 	switch f.Type {
 	case protocol.TypeJoin:
@@ -233,7 +268,17 @@ func (e *fakeEdge) OnMessage(ws *gws.Conn, m *gws.Message) {
 		for m := range r.members {
 			members = append(members, m.user)
 		}
-		e.send(fc, &protocol.Frame{Type: protocol.TypeJoined, ID: f.ID, Room: f.Room, Seq: r.seq, Members: members})
+		joined := &protocol.Frame{Type: protocol.TypeJoined, ID: f.ID, Room: f.Room, Seq: r.seq, Members: members}
+		if f.Since == nil {
+			ret := e.retained(r)
+			joined.History = ret[len(ret)-min(len(ret), recentHistory, e.pageSize()):]
+		} else {
+			joined.History, joined.Reset = e.after(r, *f.Since, e.pageSize())
+		}
+		e.send(fc, joined)
+		if member {
+			return
+		}
 		for m := range r.members {
 			if m != fc {
 				e.send(m, &protocol.Frame{Type: protocol.TypePresence, Room: f.Room, User: fc.user, Event: protocol.EventJoin})
@@ -247,18 +292,119 @@ func (e *fakeEdge) OnMessage(ws *gws.Conn, m *gws.Message) {
 		delete(r.members, fc)
 		e.send(fc, &protocol.Frame{Type: protocol.TypeLeft, ID: f.ID, Room: f.Room})
 	case protocol.TypePublish:
+		e.publishes++
 		if !member {
 			e.send(fc, &protocol.Frame{Type: protocol.TypeError, ID: f.ID, Code: protocol.CodeNotMember, Text: "join first", Room: f.Room})
 			return
 		}
-		r.seq++
-		msg := &protocol.Frame{Type: protocol.TypeMessage, Room: f.Room, Seq: r.seq, From: fc.user, CMID: f.CMID,
-			TS: time.Now().UnixMilli(), Body: f.Body}
-		for m := range r.members {
-			e.send(m, msg)
+		key := fc.user + "\x00" + f.Room + "\x00" + f.CMID
+		seq, dup := e.cmids[key]
+		if !dup {
+			seq = e.sequence(r, &protocol.Frame{Type: protocol.TypeMessage, Room: f.Room, From: fc.user, CMID: f.CMID,
+				TS: time.Now().UnixMilli(), Body: f.Body})
+			e.cmids[key] = seq
 		}
-		e.send(fc, &protocol.Frame{Type: protocol.TypeAck, ID: f.ID, Room: f.Room, CMID: f.CMID, Seq: r.seq})
+		if e.dropAck {
+			e.dropAck = false
+			_ = fc.ws.NetConn().Close()
+			return
+		}
+		e.send(fc, &protocol.Frame{Type: protocol.TypeAck, ID: f.ID, Room: f.Room, CMID: f.CMID, Seq: seq})
+	case protocol.TypeHistory:
+		if len(e.histFault) > 0 {
+			code := e.histFault[0]
+			e.histFault = e.histFault[1:]
+			if code != 0 {
+				e.send(fc, &protocol.Frame{Type: protocol.TypeError, ID: f.ID, Code: code, Text: "history fault", Room: f.Room})
+			}
+			return
+		}
+		limit := int(f.Limit)
+		if limit == 0 {
+			limit = protocol.DefaultHistoryLimit
+		}
+		limit = min(limit, e.pageSize())
+		reply := &protocol.Frame{Type: protocol.TypeHistoryReply, ID: f.ID, Room: f.Room, Seq: r.seq}
+		ret := e.retained(r)
+		switch {
+		case f.After > 0:
+			reply.History, reply.Reset = e.after(r, f.After, limit)
+		case f.Before > 0:
+			i := sort.Search(len(ret), func(i int) bool { return ret[i].Seq >= f.Before })
+			reply.History = ret[max(0, i-limit):i]
+		default:
+			reply.History = ret[len(ret)-min(len(ret), limit):]
+		}
+		e.send(fc, reply)
+	case protocol.TypeTyping:
+		for m := range r.members {
+			if m != fc {
+				e.send(m, &protocol.Frame{Type: protocol.TypeTypingEvent, Room: f.Room, User: fc.user})
+			}
+		}
+	case protocol.TypeRead:
+		for m := range r.members {
+			e.send(m, &protocol.Frame{Type: protocol.TypeReceipt, Room: f.Room, User: fc.user, Seq: f.Seq})
+		}
 	}
+}
+
+// room returns the room, created on first use. mu held on entry.
+func (e *fakeEdge) room(name string) *froom {
+	r := e.rooms[name]
+	if r == nil {
+		r = &froom{members: map[*fconn]struct{}{}}
+		e.rooms[name] = r
+	}
+	return r
+}
+
+// sequence gives msg the room's next seq, logs it and broadcasts it unless
+// hidden. mu held on entry.
+func (e *fakeEdge) sequence(r *froom, msg *protocol.Frame) uint64 {
+	r.seq++
+	msg.Seq = r.seq
+	r.log = append(r.log, *msg)
+	if r.hide > 0 {
+		r.hide--
+		return r.seq
+	}
+	for m := range r.members {
+		e.send(m, msg)
+	}
+	return r.seq
+}
+
+func (e *fakeEdge) pageSize() int {
+	if e.page == 0 {
+		return protocol.MaxHistoryLimit
+	}
+	return e.page
+}
+
+// retained returns the messages r still retains. mu held on entry.
+func (e *fakeEdge) retained(r *froom) []protocol.Frame {
+	if e.retain > 0 && len(r.log) > e.retain {
+		return r.log[len(r.log)-e.retain:]
+	}
+	return r.log
+}
+
+// after returns up to limit retained messages with seq > after, and
+// whether some of those were no longer retained (then the oldest retained
+// come first). mu held on entry.
+func (e *fakeEdge) after(r *froom, after uint64, limit int) ([]protocol.Frame, bool) {
+	ret := e.retained(r)
+	if len(ret) == 0 {
+		return nil, after < r.seq
+	}
+	first := ret[0].Seq
+	reset := after+1 < first
+	if reset {
+		after = first - 1
+	}
+	i := min(int(after-(first-1)), len(ret))
+	return ret[i:min(len(ret), i+limit)], reset
 }
 
 // Controls.
@@ -342,4 +488,110 @@ func (e *fakeEdge) setFlap(code uint16) {
 	e.mu.Lock()
 	e.flap = code
 	e.mu.Unlock()
+}
+
+// Controls of history and delivery.
+
+func (e *fakeEdge) setPage(n int) {
+	e.mu.Lock()
+	e.page = n
+	e.mu.Unlock()
+}
+
+func (e *fakeEdge) setRetain(n int) {
+	e.mu.Lock()
+	e.retain = n
+	e.mu.Unlock()
+}
+
+// hideNext makes the next n messages of room reach its history but not its
+// members: the members see a gap.
+func (e *fakeEdge) hideNext(room string, n int) {
+	e.mu.Lock()
+	e.room(room).hide = n
+	e.mu.Unlock()
+}
+
+// rebroadcast sends the last message of room to its members again, as a
+// hub does after a takeover.
+func (e *fakeEdge) rebroadcast(room string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r := e.room(room)
+	if len(r.log) == 0 {
+		e.t.Errorf("fake edge: nothing to re-broadcast in %s", room)
+		return
+	}
+	for m := range r.members {
+		e.send(m, &r.log[len(r.log)-1])
+	}
+}
+
+// inject sequences a message from user in room as if published, without
+// a connection of that user.
+func (e *fakeEdge) inject(room, user string, body string) uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.sequence(e.room(room), &protocol.Frame{Type: protocol.TypeMessage, Room: room, From: user,
+		CMID: "inj-" + strconv.Itoa(len(e.room(room).log)+1), TS: time.Now().UnixMilli(), Body: []byte(body)})
+}
+
+// dropAckOnce makes the next publish drop its connection after sequencing
+// and broadcasting the message, before the ack.
+func (e *fakeEdge) dropAckOnce() {
+	e.mu.Lock()
+	e.dropAck = true
+	e.mu.Unlock()
+}
+
+// dropUser breaks the connections of user without a close frame.
+func (e *fakeEdge) dropUser(user string) {
+	for _, fc := range e.snapshot() {
+		if fc.user == user {
+			_ = fc.ws.NetConn().Close()
+		}
+	}
+}
+
+func (e *fakeEdge) roomSeq(room string) uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.room(room).seq
+}
+
+func (e *fakeEdge) counts() (histories, publishes int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.histories, e.publishes
+}
+
+// faultHistory makes the next history requests fail in turn: code 0 gets
+// no reply, any other code an error frame.
+func (e *fakeEdge) faultHistory(codes ...protocol.ErrorCode) {
+	e.mu.Lock()
+	e.histFault = append(e.histFault, codes...)
+	e.mu.Unlock()
+}
+
+// restartRoom forgets room's messages and sequence, as a hub that lost its
+// state would.
+func (e *fakeEdge) restartRoom(room string) {
+	e.mu.Lock()
+	r := e.room(room)
+	r.seq, r.log = 0, nil
+	e.mu.Unlock()
+}
+
+// gateHistory holds history requests back until release is called.
+func (e *fakeEdge) gateHistory() (release func()) {
+	gate := make(chan struct{})
+	e.mu.Lock()
+	e.histGate = gate
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		e.histGate = nil
+		e.mu.Unlock()
+		close(gate)
+	}
 }

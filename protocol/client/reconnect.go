@@ -49,6 +49,7 @@ func (c *Client) run(s *session) {
 
 // watch waits until s ends. It closes s when the client closes and drops it
 // when nothing (no frame, no ping) has arrived for deadAfter(heartbeat).
+// Meanwhile it runs sync when kicked and when sync asked to run again.
 func (c *Client) watch(s *session) {
 	timeout := deadAfter(s.welcome.Heartbeat)
 	var tick <-chan time.Time
@@ -58,10 +59,26 @@ func (c *Client) watch(s *session) {
 		defer t.Stop()
 		tick = t.C
 	}
+	st := time.NewTimer(time.Hour)
+	st.Stop()
+	defer st.Stop()
+	var syncC <-chan time.Time
+	resync := func() {
+		syncC = nil
+		if d := c.sync(s); d > 0 {
+			st.Reset(d)
+			syncC = st.C
+		}
+	}
+	resync()
 	for {
 		select {
 		case <-s.done:
 			return
+		case <-c.kick:
+			resync()
+		case <-syncC:
+			resync()
 		case <-c.ctx.Done():
 			s.closeNormal()
 			<-s.done
@@ -152,49 +169,71 @@ func (c *Client) reconnect(prev *session, streak int) (*session, int) {
 }
 
 // rejoin joins again, on the new connection s, every room the client had
-// joined. The joins are sent back to back, then awaited. A room the edge
-// refuses is forgotten and reported; if the connection drops meanwhile, the
-// rooms stay for the next one.
+// joined, each with Since set to the last seq delivered there, so that the
+// replies bring what was missed (applied by the reader, see applyJoined).
+// The joins are sent back to back, then retried publishes may go, then the
+// joins are awaited. A room the edge refuses is forgotten and reported; if
+// the connection drops meanwhile, the rooms stay for the next one.
 func (c *Client) rejoin(s *session) {
 	type join struct {
-		room string
-		id   uint32
-		cl   *call
+		r  *room
+		f  protocol.Frame
+		cl *call
 	}
 	c.roomsMu.Lock()
 	c.mu.Lock()
-	rooms := make([]string, 0, len(c.rooms))
-	for r := range c.rooms {
-		rooms = append(rooms, r)
+	names := make([]string, 0, len(c.rooms))
+	for name, r := range c.rooms {
+		r.fetch, r.failures, r.retryAt = 0, 0, time.Time{} // they went with the old connection
+		if r.joined {
+			names = append(names, name)
+		}
 	}
-	c.mu.Unlock()
-	slices.Sort(rooms)
-	joins := make([]join, 0, len(rooms))
-	for _, room := range rooms {
-		f := protocol.Frame{Type: protocol.TypeJoin, Room: room}
-		id, cl, err := c.start(&f, protocol.TypeJoined, false)
+	slices.Sort(names)
+	joins := make([]join, 0, len(names))
+	now := time.Now()
+	for _, name := range names {
+		r := c.rooms[name]
+		since := r.last
+		f := protocol.Frame{Type: protocol.TypeJoin, Room: name, Since: &since}
+		cl, err := c.register(&f, protocol.TypeJoined, applyJoin)
 		if err != nil {
 			break // the connection is gone; the next one re-joins
 		}
-		joins = append(joins, join{room, id, cl})
+		cl.r, cl.since = r, &since
+		r.fetch, r.fetchAt = f.ID, now
+		joins = append(joins, join{r, f, cl})
 	}
+	c.mu.Unlock()
+	for i := range joins {
+		if err := s.sendFrame(&joins[i].f); err != nil {
+			for _, j := range joins[i:] {
+				c.forget(j.f.ID)
+			}
+			joins = joins[:i]
+			break
+		}
+	}
+	c.markUp(s)
 	c.roomsMu.Unlock()
 
 	ctx, cancel := context.WithTimeoutCause(c.ctx, c.cfg.RequestTimeout, ErrTimeout)
 	defer cancel()
 	for _, j := range joins {
-		f, err := c.wait(ctx, j.id, j.cl)
+		f, err := c.wait(ctx, j.f.ID, j.cl)
 		switch {
 		case err == nil:
-			c.emit(Event{Kind: EventRejoined, Room: j.room, Frame: f})
+			c.emit(Event{Kind: EventRejoined, Room: j.r.name, Frame: f})
 		case errors.Is(err, ErrDisconnected), errors.Is(err, ErrClosed), c.ctx.Err() != nil:
 		default:
 			c.mu.Lock()
-			delete(c.rooms, j.room)
+			if c.rooms[j.r.name] == j.r {
+				delete(c.rooms, j.r.name)
+			}
 			c.mu.Unlock()
-			err = fmt.Errorf("client: re-join %q: %w", j.room, err)
+			err = fmt.Errorf("client: re-join %q: %w", j.r.name, err)
 			s.log.Warn().Err(err).Msg("re-join failed; room forgotten")
-			c.emit(Event{Kind: EventRejoinFailed, Room: j.room, Err: err})
+			c.emit(Event{Kind: EventRejoinFailed, Room: j.r.name, Err: err})
 		}
 	}
 }

@@ -36,6 +36,11 @@ type roomKey struct{ client, room string }
 
 type member struct {
 	from uint64 // deliveries expected for seq > from
+	// joined is false while the member is known only from deliveries (a
+	// client may deliver a join's history before the join returns).
+	joined bool
+	// resets are ranges (after, upto] the client was told it lost.
+	resets [][2]uint64
 	// until is the last seq expected; 0 while the member stays.
 	until uint64
 	left  bool
@@ -92,9 +97,23 @@ func (c *Checker) Joined(client, room string, seq uint64) {
 	defer c.mu.Unlock()
 	k := roomKey{client, room}
 	if m := c.members[k]; m != nil && !m.left {
+		if !m.joined {
+			m.from, m.joined = seq, true
+		}
 		return
 	}
-	c.members[k] = &member{from: seq, seen: make(map[uint64]MsgID)}
+	c.members[k] = &member{from: seq, joined: true, seen: make(map[uint64]MsgID)}
+}
+
+// Reset records that client was told (a reset answer) that it cannot get
+// room's messages after `after` up to and including upto; those are not
+// counted lost but as reset.
+func (c *Checker) Reset(client, room string, after, upto uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m := c.members[roomKey{client, room}]; m != nil {
+		m.resets = append(m.resets, [2]uint64{after, upto})
+	}
 }
 
 // Left records that client left room after having seen up to seq; later
@@ -158,6 +177,10 @@ type Report struct {
 	Reordered int
 	// Recovered counts deliveries that came through resume or history.
 	Recovered int
+	// ResetLost counts expected deliveries a client was explicitly told it
+	// had lost (a reset); allowed by the promise, but a run with full
+	// retention should have none.
+	ResetLost int
 	// Unacked counts sends never acknowledged (allowed: the sender learns it).
 	Unacked int
 	// Diverged lists seqs that named different messages.
@@ -215,6 +238,10 @@ func (c *Checker) Report() Report {
 				continue
 			}
 			if _, ok := m.seen[seq]; !ok {
+				if m.wasReset(seq) {
+					r.ResetLost++
+					continue
+				}
 				r.Lost++
 				if len(r.LostExamples) < 10 {
 					r.LostExamples = append(r.LostExamples, fmt.Sprintf("%s missed %s #%d (%s)", k.client, k.room, seq, c.bySeq[k.room][seq]))
@@ -225,6 +252,15 @@ func (c *Checker) Report() Report {
 	return r
 }
 
+func (m *member) wasReset(seq uint64) bool {
+	for _, rg := range m.resets {
+		if seq > rg[0] && seq <= rg[1] {
+			return true
+		}
+	}
+	return false
+}
+
 // WriteTable prints the report as the table the chaos run shows.
 func (r Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%-12s %8s\n", "sent", fmt.Sprint(r.Sent))
@@ -232,6 +268,7 @@ func (r Report) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%-12s %8d\n", "unacked", r.Unacked)
 	fmt.Fprintf(w, "%-12s %8d\n", "delivered", r.Delivered)
 	fmt.Fprintf(w, "%-12s %8d\n", "recovered", r.Recovered)
+	fmt.Fprintf(w, "%-12s %8d\n", "reset-lost", r.ResetLost)
 	fmt.Fprintf(w, "%-12s %8d\n", "lost", r.Lost)
 	fmt.Fprintf(w, "%-12s %8d\n", "duplicated", r.Duplicated)
 	fmt.Fprintf(w, "%-12s %8d\n", "reordered", r.Reordered)

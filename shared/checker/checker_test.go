@@ -46,6 +46,20 @@ func TestVerdicts(t *testing.T) {
 			c.Delivered("a", "r", 1, id("1"), Recovered)
 			c.Delivered("a", "r", 1, id("1"), Live)
 		}, Report{Sent: 2, Acked: 2, Delivered: 2, Duplicated: 1, Reordered: 1, Recovered: 1}},
+		{"history delivered before the join returns", func(c *Checker) {
+			c.Sent("r", id("1"))
+			c.Acked("r", id("1"), 1)
+			c.Delivered("a", "r", 1, id("1"), Recovered)
+			c.Joined("a", "r", 1)
+			c.Sent("r", id("2"))
+			c.Acked("r", id("2"), 2)
+		}, Report{Sent: 2, Acked: 2, Delivered: 1, Recovered: 1, Lost: 1}},
+		{"reset is not lost", func(c *Checker) {
+			c.Joined("a", "r", 0)
+			c.Sent("r", id("1"))
+			c.Acked("r", id("1"), 1)
+			c.Reset("a", "r", 0, 1)
+		}, Report{Sent: 1, Acked: 1, ResetLost: 1}},
 		{"unacked is not lost", func(c *Checker) {
 			c.Joined("a", "r", 0)
 			c.Sent("r", id("1"))
@@ -58,7 +72,7 @@ func TestVerdicts(t *testing.T) {
 		got.LostExamples = nil
 		if got.Sent != tc.want.Sent || got.Acked != tc.want.Acked || got.Delivered != tc.want.Delivered ||
 			got.Lost != tc.want.Lost || got.Duplicated != tc.want.Duplicated || got.Reordered != tc.want.Reordered ||
-			got.Recovered != tc.want.Recovered || got.Unacked != tc.want.Unacked || len(got.Diverged) != 0 {
+			got.Recovered != tc.want.Recovered || got.Unacked != tc.want.Unacked || got.ResetLost != tc.want.ResetLost || len(got.Diverged) != 0 {
 			t.Fatalf("%s: got %+v, want %+v", tc.name, got, tc.want)
 		}
 		if got.OK() != (tc.want.Lost == 0 && tc.want.Duplicated == 0 && tc.want.Reordered == 0) {

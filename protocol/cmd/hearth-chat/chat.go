@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -24,9 +25,14 @@ const chatHelp = `Type a line to send it to the current room. Commands:
   /leave [ROOM] leave ROOM (default: the current room)
   /room ROOM    send to ROOM, which must be joined
   /rooms        list joined rooms
+  /history [N]  show the current room's last N messages (default 20, at most 500)
+  /read         mark the current room read up to its last message shown
   /quit         leave (so does end of input)
   //text        send "/text"
 `
+
+// defaultHistory is how many messages /history shows without N.
+const defaultHistory = 20
 
 func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) (string, bool)) error {
 	fs := flag.NewFlagSet("hearth-chat chat", flag.ContinueOnError)
@@ -54,7 +60,9 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		*token = envOr(env, "HEARTH_TOKEN", "") // not a flag default: -h would print it
 	}
 
-	cfg := client.Config{URL: *url, CAFile: *ca, Origin: *origin, RequestTimeout: *timeout}
+	// A line typed while reconnecting is sent once the connection is back
+	// (within -timeout), and never twice.
+	cfg := client.Config{URL: *url, CAFile: *ca, Origin: *origin, RequestTimeout: *timeout, RetryPublish: true}
 	if *verbose {
 		cfg.Logger = zerolog.New(zerolog.ConsoleWriter{Out: stderr, TimeFormat: time.TimeOnly}).
 			Level(zerolog.InfoLevel).With().Timestamp().Logger()
@@ -82,7 +90,7 @@ func runChat(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return err
 	}
 	defer c.Close()
-	ch := &chat{c: c, out: stdout, info: stderr, verbose: *verbose}
+	ch := &chat{c: c, out: stdout, info: stderr, verbose: *verbose, timeout: *timeout, shown: map[string]uint64{}}
 	select { // Dial's EventConnected, so that it prints before the join
 	case ev := <-c.Events():
 		ch.printEvent(ev)
@@ -126,7 +134,9 @@ type chat struct {
 	out     io.Writer // room messages and presence
 	info    io.Writer // connection state, errors, acks
 	verbose bool
-	room    string // where typed lines go
+	timeout time.Duration     // bounds a publish, retries included
+	room    string            // where typed lines go
+	shown   map[string]uint64 // room → seq of the last message printed, for /read
 }
 
 // run prints messages and events and handles input until /quit, end of
@@ -196,6 +206,10 @@ func (ch *chat) handle(ctx context.Context, line string) (quit bool) {
 			rooms := ch.c.Rooms()
 			slices.Sort(rooms)
 			fmt.Fprintf(ch.info, "* joined: %s\n", strings.Join(rooms, ", "))
+		case "history":
+			ch.history(ctx, arg)
+		case "read":
+			ch.read(ctx)
 		case "help", "h", "?":
 			fmt.Fprint(ch.info, chatHelp)
 		default:
@@ -208,7 +222,9 @@ func (ch *chat) handle(ctx context.Context, line string) (quit bool) {
 		fmt.Fprintln(ch.info, "! no current room: /join one")
 		return false
 	}
-	seq, err := ch.c.Publish(ctx, ch.room, []byte(line))
+	pctx, cancel := context.WithTimeout(ctx, ch.timeout)
+	seq, err := ch.c.Publish(pctx, ch.room, []byte(line))
+	cancel()
 	switch {
 	case err != nil:
 		fmt.Fprintf(ch.info, "! not sent to %s: %v\n", ch.room, err)
@@ -253,12 +269,64 @@ func (ch *chat) leave(ctx context.Context, room string) {
 	}
 }
 
+// history prints the current room's last messages, oldest first.
+func (ch *chat) history(ctx context.Context, arg string) {
+	n := defaultHistory
+	if arg != "" {
+		var err error
+		if n, err = strconv.Atoi(arg); err != nil || n < 1 || n > protocol.MaxHistoryLimit {
+			fmt.Fprintf(ch.info, "! usage: /history [N], N from 1 to %d\n", protocol.MaxHistoryLimit)
+			return
+		}
+	}
+	if ch.room == "" {
+		fmt.Fprintln(ch.info, "! no current room: /join one")
+		return
+	}
+	p, err := ch.c.History(ctx, ch.room, client.HistoryQuery{Limit: n})
+	if err != nil {
+		fmt.Fprintln(ch.info, "!", err)
+		return
+	}
+	fmt.Fprintf(ch.info, "* last %d messages of %s (now at #%d):\n", len(p.Messages), ch.room, p.Seq)
+	for _, f := range p.Messages {
+		fmt.Fprintln(ch.out, formatMessage(f))
+	}
+}
+
+// read marks the current room read up to the last message printed.
+func (ch *chat) read(ctx context.Context) {
+	seq := ch.shown[ch.room]
+	switch {
+	case ch.room == "":
+		fmt.Fprintln(ch.info, "! no current room: /join one")
+	case seq == 0:
+		fmt.Fprintf(ch.info, "! nothing to mark read in %s yet\n", ch.room)
+	default:
+		if err := ch.c.MarkRead(ctx, ch.room, seq); err != nil {
+			fmt.Fprintln(ch.info, "!", err)
+		}
+	}
+}
+
+// printFrame prints what Messages delivered. Messages that were recovered
+// (a join's recent history, what was missed during a reconnection) look
+// like live ones: the client delivers each once and in order either way.
 func (ch *chat) printFrame(f protocol.Frame) {
 	switch f.Type {
 	case protocol.TypeMessage:
 		fmt.Fprintln(ch.out, formatMessage(f))
+		if f.Seq != 0 {
+			ch.shown[f.Room] = f.Seq
+		}
 	case protocol.TypePresence:
 		fmt.Fprintln(ch.out, formatPresence(f))
+	case protocol.TypeTypingEvent:
+		fmt.Fprintf(ch.out, "[%s] * %s is typing\n", sanitize(f.Room), sanitize(f.User))
+	case protocol.TypeReceipt:
+		if ch.verbose {
+			fmt.Fprintf(ch.out, "[%s] * %s read up to #%d\n", sanitize(f.Room), sanitize(f.User), f.Seq)
+		}
 	}
 }
 
@@ -300,6 +368,9 @@ func (ch *chat) printEvent(ev client.Event) {
 		fmt.Fprintf(ch.info, "! falling behind: %d messages dropped so far\n", ev.Dropped)
 	case client.EventServerError:
 		fmt.Fprintf(ch.info, "! server: %v\n", ev.Err)
+	case client.EventReset:
+		fmt.Fprintf(ch.info, "! %s: messages after #%d are lost to this client (no longer retained); continuing with the oldest retained\n",
+			sanitize(ev.Room), ev.Seq)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/hearth-gateway/hearth/protocol"
+	"github.com/hearth-gateway/hearth/protocol/client"
 )
 
 func noEnv(string) (string, bool) { return "", false }
@@ -175,6 +176,12 @@ func (echoEdge) OnMessage(c *gws.Conn, m *gws.Message) {
 			{Type: protocol.TypeMessage, Room: f.Room, Seq: 1, From: "alice", CMID: f.CMID, Body: f.Body},
 			{Type: protocol.TypeAck, ID: f.ID, Room: f.Room, CMID: f.CMID, Seq: 1},
 		}
+	case protocol.TypeHistory:
+		replies = []protocol.Frame{{Type: protocol.TypeHistoryReply, ID: f.ID, Room: f.Room, Seq: 1, History: []protocol.Frame{
+			{Type: protocol.TypeMessage, Room: f.Room, Seq: 1, From: "bob", CMID: "b-1", Body: []byte("earlier")},
+		}}}
+	case protocol.TypeRead:
+		replies = []protocol.Frame{{Type: protocol.TypeReceipt, Room: f.Room, User: "alice", Seq: f.Seq}}
 	}
 	for i := range replies {
 		b, _ := protocol.EncodeFrame(&replies[i])
@@ -225,6 +232,12 @@ func TestChatEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(&stdout, "[general #1] alice: hello")
+	if _, err := io.WriteString(typing, "/history 5\n/history x\n/read\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(&stdout, "[general #1] bob: earlier")
+	waitFor(&stderr, "! usage: /history [N]")
+	waitFor(&stdout, "[general] * alice read up to #1")
 	if _, err := io.WriteString(typing, "/leave\nlost\n/quit\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -236,9 +249,29 @@ func TestChatEndToEnd(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("chat did not quit")
 	}
-	for _, want := range []string{"* connected as alice (conn c1)", "[general] ack #1", "* left general", "! no current room"} {
+	for _, want := range []string{"* connected as alice (conn c1)", "[general] ack #1", "* last 1 messages of general (now at #1)",
+		"* left general", "! no current room"} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Fatalf("no %q in stderr:\n%s", want, stderr.String())
 		}
+	}
+}
+
+func TestPrintNoticesAndReset(t *testing.T) {
+	t.Parallel()
+	var out, info bytes.Buffer
+	ch := &chat{out: &out, info: &info, shown: map[string]uint64{}}
+	ch.printFrame(protocol.Frame{Type: protocol.TypeTypingEvent, Room: "general", User: "bob"})
+	ch.printFrame(protocol.Frame{Type: protocol.TypeReceipt, Room: "general", User: "bob", Seq: 3}) // verbose only
+	ch.printFrame(protocol.Frame{Type: protocol.TypeMessage, Room: "general", Seq: 9, From: "bob", Body: []byte("hi")})
+	ch.printEvent(client.Event{Kind: client.EventReset, Room: "general", Seq: 4})
+	if got, want := out.String(), "[general] * bob is typing\n[general #9] bob: hi\n"; got != want {
+		t.Fatalf("out %q, want %q", got, want)
+	}
+	if !strings.Contains(info.String(), "! general: messages after #4 are lost to this client") {
+		t.Fatalf("info %q", info.String())
+	}
+	if ch.shown["general"] != 9 {
+		t.Fatalf("shown %v", ch.shown)
 	}
 }
