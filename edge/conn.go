@@ -44,6 +44,11 @@ type conn struct {
 
 	limiter *rate.Limiter // used by the read goroutine only
 
+	// userBound is closed once the user's key binding was attempted;
+	// userBindFailed, written before, says it failed.
+	userBound      chan struct{}
+	userBindFailed bool
+
 	// lastSeen is the Unix nanosecond time of the last frame received.
 	lastSeen atomic.Int64
 
@@ -68,18 +73,19 @@ type conn struct {
 
 func newConn(srv *Server, id, user, remote string, nc *lockedConn) *conn {
 	c := &conn{
-		id:      id,
-		user:    user,
-		remote:  remote,
-		nc:      nc,
-		srv:     srv,
-		limiter: rate.NewLimiter(rate.Limit(srv.cfg.RatePerSecond), srv.cfg.RateBurst),
-		rooms:   make(map[string]uint8),
-		q:       make([]*wsFrame, 8),
-		qMax:    srv.cfg.SendQueueMessages,
-		qMaxB:   srv.cfg.SendQueueBytes,
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		id:        id,
+		user:      user,
+		remote:    remote,
+		nc:        nc,
+		srv:       srv,
+		limiter:   rate.NewLimiter(rate.Limit(srv.cfg.RatePerSecond), srv.cfg.RateBurst),
+		rooms:     make(map[string]uint8),
+		q:         make([]*wsFrame, 8),
+		qMax:      srv.cfg.SendQueueMessages,
+		qMaxB:     srv.cfg.SendQueueBytes,
+		wake:      make(chan struct{}, 1),
+		userBound: make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	c.lastSeen.Store(time.Now().UnixNano())
 	return c

@@ -251,7 +251,10 @@ func (s *Server) closed(c *conn) {
 		_ = s.forward(ctx, c, protocol.KindDisconnect, &f)
 	}
 	s.index.removeUser(c)
-	s.releaseUser(c.user)
+	<-c.userBound // the binding is released only after it was taken
+	if !c.userBindFailed {
+		s.releaseUser(c.user)
+	}
 	s.stats.connections.Add(-1)
 	s.log.Debug().Str("conn", c.id).Msg("disconnected")
 }

@@ -302,17 +302,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	remote := s.clientAddr(r)
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
-	err = s.binder.acquire(ctx, protocol.UserKey(id.User))
-	cancel()
-	if err != nil {
-		w.Header().Set("Retry-After", "2")
-		http.Error(w, "broker unavailable", http.StatusServiceUnavailable)
-		return
-	}
 	raw, br, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		s.releaseUser(id.User)
 		return
 	}
 	nc := &lockedConn{Conn: raw}
@@ -321,7 +312,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.grants = id.Rooms
 	ws, err := s.upgrader.UpgradeFromConn(nc, br.Reader, r)
 	if err != nil {
-		s.releaseUser(id.User)
 		_ = nc.Close()
 		s.log.Debug().Err(err).Msg("upgrade failed")
 		return
@@ -334,7 +324,20 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	s.index.addUser(c)
 	s.stats.connections.Add(1)
-	s.wg.Add(2)
+	s.wg.Add(3)
+	// The user's key is bound off the handshake path: a broker round trip
+	// per connection would cap the rate of new connections. Messages to
+	// user.<user> reach this connection once the binding is in place.
+	go func() {
+		defer s.wg.Done()
+		defer close(c.userBound)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		defer cancel()
+		if err := s.binder.acquire(ctx, protocol.UserKey(c.user)); err != nil {
+			s.log.Warn().Err(err).Str("user", c.user).Msg("binding user key")
+			c.userBindFailed = true
+		}
+	}()
 	go c.writeLoop()
 	go func() {
 		defer s.wg.Done()
