@@ -269,6 +269,11 @@ func (sh *shard) rebroadcast(roomName string, r *room, seq uint64) error {
 
 func (sh *shard) history(env *protocol.Envelope) error {
 	f := &env.Frame
+	if !sh.isMember(env) {
+		// The edge lets a pending join through; the hub, which may have
+		// refused that join, decides.
+		return sh.replyError(env, protocol.MsgReply, protocol.CodeNotMember, "join the room before reading its history")
+	}
 	limit := int(f.Limit)
 	if limit == 0 {
 		limit = protocol.DefaultHistoryLimit

@@ -193,11 +193,14 @@ func (s *state) apply(rec *record) (changed []presenceChange) {
 			rs := &rec.Snap.Rooms[i]
 			r := s.room(rs.Name)
 			r.seq = rs.Seq
-			for j := range rs.History {
-				s.remember(r, &rs.History[j])
-			}
+			// De-duplication entries first, in their order, so the window
+			// forgets the oldest ids first; remembering the history then
+			// finds its ids already there.
 			for _, d := range rs.Dedup {
 				s.addDedup(r, msgKey{d.User, d.CMID}, d.Seq)
+			}
+			for j := range rs.History {
+				s.remember(r, &rs.History[j])
 			}
 			for _, m := range rs.Members {
 				conns := r.members[m.User]

@@ -162,3 +162,28 @@ func TestShardBudgets(t *testing.T) {
 		t.Fatal("no eviction happened")
 	}
 }
+
+// TestSnapshotKeepsDedupOrder: after a restore, the window still forgets
+// the oldest ids first.
+func TestSnapshotKeepsDedupOrder(t *testing.T) {
+	t.Parallel()
+	lim := limits{historyMessages: 2, historyBytes: 1000, dedupWindow: 4}
+	st := newState(lim)
+	for i := uint64(1); i <= 4; i++ {
+		st.apply(msg("r", i, "u", fmt.Sprint(i)))
+	}
+	b, _ := encodeRecord(&record{K: recSnapshot, Snap: st.snapshot()})
+	rec, _ := decodeRecord(b)
+	st2 := newState(lim)
+	st2.apply(rec)
+	st2.apply(msg("r", 5, "u", "5"))
+	r := st2.rooms["r"]
+	if _, ok := r.dedup[msgKey{"u", "1"}]; ok {
+		t.Fatal("the oldest id survived; a newer one was forgotten instead")
+	}
+	for _, c := range []string{"2", "3", "4", "5"} {
+		if _, ok := r.dedup[msgKey{"u", c}]; !ok {
+			t.Fatalf("id %s forgotten", c)
+		}
+	}
+}

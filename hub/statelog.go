@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/hearth-gateway/hearth/shared/broker"
 )
 
@@ -15,6 +17,7 @@ import (
 // "hearth.state.<n>": appends are confirmed before they take effect, and a
 // new owner replays the stream to rebuild the shard.
 type stateLog struct {
+	log      zerolog.Logger
 	b        broker.Broker
 	maxBytes int
 	segment  int
@@ -68,7 +71,8 @@ func (l *stateLog) replay(ctx context.Context, n int, apply func(*record)) (reco
 	reached := make(chan struct{})
 	stopped := make(chan struct{})
 	var once sync.Once
-	var decodeErr error
+	var corrupt int
+	var lastErr error
 	done := false
 	err = l.b.Consume(cctx, broker.ConsumeSpec{
 		Queue:        stateQueue(n),
@@ -82,7 +86,8 @@ func (l *stateLog) replay(ctx context.Context, n int, apply func(*record)) (reco
 		}
 		rec, err := decodeRecord(d.Body)
 		if err != nil {
-			decodeErr = err // a corrupt record is skipped, and reported
+			corrupt++ // skipped: one bad record must not stall the shard
+			lastErr = err
 			return
 		}
 		if rec.K == recMarker {
@@ -107,8 +112,8 @@ func (l *stateLog) replay(ctx context.Context, n int, apply func(*record)) (reco
 	}
 	cancel()
 	<-stopped
-	if decodeErr != nil {
-		return records, fmt.Errorf("replaying %s: %w", stateQueue(n), decodeErr)
+	if corrupt > 0 {
+		l.log.Error().Err(lastErr).Int("shard", n).Int("skipped", corrupt).Msg("replay skipped undecodable state records")
 	}
 	return records, nil
 }

@@ -5,8 +5,8 @@
 //
 // Hubs need no index or count: they announce themselves on the control
 // exchange, compute the same balanced assignment of shards from the live
-// set, and take shards with exclusive consumers, so RabbitMQ guarantees
-// that one hub at a time processes a shard (docs/adr/0001). A shard's state
+// set, and take shards through single-active-consumer queues, so RabbitMQ
+// guarantees that one hub at a time processes a shard (docs/adr/0001). A shard's state
 // lives in its stream, hearth.state.<n>, and is replayed by each new owner.
 //
 // Concurrency: each owned shard has one broker consumer, and its handler
@@ -76,7 +76,7 @@ func New(cfg Config, hooks Hooks, b broker.Broker, log zerolog.Logger, reg prome
 		hooks: hooks,
 		log:   log.With().Str("hub_id", cfg.ID).Logger(),
 		b:     b,
-		state: &stateLog{b: b, maxBytes: cfg.StateBytes, segment: cfg.StateBytes / 8},
+		state: &stateLog{log: log.With().Str("hub_id", cfg.ID).Logger(), b: b, maxBytes: cfg.StateBytes, segment: cfg.StateBytes / 8},
 		hubs:  newLiveness(cfg.HubTimeout),
 		edges: newLiveness(cfg.EdgeTimeout),
 		ready: make(chan struct{}),

@@ -13,7 +13,7 @@ const (
 	CodeBadFrame ErrorCode = 400
 	// CodeForbidden: the user may not do this (for example join a private room). Retry: no.
 	CodeForbidden ErrorCode = 403
-	// CodeNotMember: publish or leave for a room the connection has not joined. Retry: after joining.
+	// CodeNotMember: publish, history or read for a room the connection has not joined. Retry: after joining.
 	CodeNotMember ErrorCode = 404
 	// CodeUnknownType: the frame type is not one a client may send. Retry: no.
 	CodeUnknownType ErrorCode = 405

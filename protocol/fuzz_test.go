@@ -59,9 +59,16 @@ func seedFromVectors(f *testing.F, kinds ...string) {
 func checkAcceptedFrame(t *testing.T, fr *protocol.Frame, l protocol.Limits) {
 	t.Helper()
 	switch fr.Type {
-	case protocol.TypeJoin, protocol.TypeLeave, protocol.TypePublish:
+	case protocol.TypeJoin, protocol.TypeLeave, protocol.TypePublish, protocol.TypeHistory, protocol.TypeTyping:
+	case protocol.TypeRead:
+		if fr.Seq == 0 {
+			t.Fatal("accepted a read without seq")
+		}
 	default:
 		t.Fatalf("accepted frame type %d", fr.Type)
+	}
+	if fr.Type == protocol.TypeHistory && fr.Limit > protocol.MaxHistoryLimit {
+		t.Fatalf("accepted history limit %d", fr.Limit)
 	}
 	if err := protocol.ValidateID(fr.Room); err != nil {
 		t.Fatalf("accepted room %q: %v", fr.Room, err)
@@ -154,7 +161,9 @@ func FuzzDecodeEnvelope(f *testing.F) {
 		default:
 			t.Fatalf("accepted kind %d", e.Kind)
 		}
-		checkAcceptedFrame(t, &e.Frame, fuzzLimits)
+		if e.Kind != protocol.KindTick { // a tick carries no frame
+			checkAcceptedFrame(t, &e.Frame, fuzzLimits)
+		}
 		enc, err := protocol.EncodeEnvelope(&e)
 		if err != nil {
 			t.Fatalf("re-encoding: %v", err)

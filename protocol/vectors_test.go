@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -35,12 +37,12 @@ type vectorFile struct {
 	Vectors []vector `json:"vectors"`
 }
 
-// vector is one test vector. PROTOCOL.md section 9 documents the format.
+// vector is one test vector. PROTOCOL.md section 10 ("Test vectors") documents the format.
 type vector struct {
 	// Name is unique and stable.
 	Name string `json:"name"`
-	// Kind is "frame" (client WebSocket message) or "envelope" (AMQP body
-	// on hearth.ingress).
+	// Kind is "frame" (WebSocket message), "envelope" (AMQP body on
+	// hearth.ingress) or "heartbeat" (AMQP body on hearth.control).
 	Kind string `json:"kind"`
 	// Direction of a frame: "client" (client → edge) or "server" (edge →
 	// client). Empty for envelopes.
@@ -81,6 +83,21 @@ type frameMeaning struct {
 	Ev      string   `json:"ev,omitempty"`
 	Code    uint16   `json:"code,omitempty"`
 	Text    string   `json:"text,omitempty"`
+	// Since is a pointer because since 0 and no since mean different
+	// things (a resume from the start, a fresh join).
+	Since   *uint64        `json:"since,omitempty"`
+	History []frameMeaning `json:"history,omitempty"`
+	Reset   bool           `json:"reset,omitempty"`
+	Before  uint64         `json:"before,omitempty"`
+	After   uint64         `json:"after,omitempty"`
+	Limit   uint32         `json:"limit,omitempty"`
+}
+
+// heartbeatMeaning is a Heartbeat as JSON, keys in wire order.
+type heartbeatMeaning struct {
+	ID      string `json:"id"`
+	Inc     string `json:"inc,omitempty"`
+	Leaving bool   `json:"leaving,omitempty"`
 }
 
 // envelopeMeaning is an Envelope as JSON, keys in wire order.
@@ -95,11 +112,16 @@ type envelopeMeaning struct {
 }
 
 func toFrameMeaning(f *protocol.Frame) frameMeaning {
-	return frameMeaning{
+	m := frameMeaning{
 		T: uint8(f.Type), ID: f.ID, Room: f.Room, CMID: f.CMID, Seq: f.Seq, From: f.From, TS: f.TS,
 		Body: hex.EncodeToString(f.Body), Conn: f.Conn, User: f.User, HB: f.HB, Members: f.Members,
 		Ev: f.Event, Code: uint16(f.Code), Text: f.Text,
+		Since: f.Since, Reset: f.Reset, Before: f.Before, After: f.After, Limit: f.Limit,
 	}
+	for i := range f.History {
+		m.History = append(m.History, toFrameMeaning(&f.History[i]))
+	}
+	return m
 }
 
 func (m frameMeaning) frame() (protocol.Frame, error) {
@@ -110,11 +132,20 @@ func (m frameMeaning) frame() (protocol.Frame, error) {
 	if len(body) == 0 {
 		body = nil
 	}
-	return protocol.Frame{
+	f := protocol.Frame{
 		Type: protocol.FrameType(m.T), ID: m.ID, Room: m.Room, CMID: m.CMID, Seq: m.Seq, From: m.From, TS: m.TS,
 		Body: body, Conn: m.Conn, User: m.User, HB: m.HB, Members: m.Members,
 		Event: m.Ev, Code: protocol.ErrorCode(m.Code), Text: m.Text,
-	}, nil
+		Since: m.Since, Reset: m.Reset, Before: m.Before, After: m.After, Limit: m.Limit,
+	}
+	for i := range m.History {
+		h, err := m.History[i].frame()
+		if err != nil {
+			return protocol.Frame{}, fmt.Errorf("history[%d]: %w", i, err)
+		}
+		f.History = append(f.History, h)
+	}
+	return f, nil
 }
 
 func toEnvelopeMeaning(e *protocol.Envelope) envelopeMeaning {
@@ -145,9 +176,22 @@ func framesEqual(a, b *protocol.Frame) bool {
 			return false
 		}
 	}
+	if len(a.History) != len(b.History) {
+		return false
+	}
+	for i := range a.History {
+		if !framesEqual(&a.History[i], &b.History[i]) {
+			return false
+		}
+	}
+	// Since: absent and 0 differ (a fresh join, a resume from the start).
+	if (a.Since == nil) != (b.Since == nil) || (a.Since != nil && *a.Since != *b.Since) {
+		return false
+	}
 	return a.Type == b.Type && a.ID == b.ID && a.Room == b.Room && a.CMID == b.CMID && a.Seq == b.Seq &&
 		a.From == b.From && a.TS == b.TS && bytes.Equal(a.Body, b.Body) && a.Conn == b.Conn &&
-		a.User == b.User && a.HB == b.HB && a.Event == b.Event && a.Code == b.Code && a.Text == b.Text
+		a.User == b.User && a.HB == b.HB && a.Event == b.Event && a.Code == b.Code && a.Text == b.Text &&
+		a.Reset == b.Reset && a.Before == b.Before && a.After == b.After && a.Limit == b.Limit
 }
 
 func envelopesEqual(a, b *protocol.Envelope) bool {
@@ -167,6 +211,7 @@ func loadVectors(tb testing.TB) []vector {
 	}
 	return vf.Vectors
 }
+
 
 func (v *vector) bytes(tb testing.TB) []byte {
 	tb.Helper()
@@ -203,6 +248,8 @@ func TestVectors(t *testing.T) {
 				checkFrameVector(t, v)
 			case "envelope":
 				checkEnvelopeVector(t, v)
+			case "heartbeat":
+				checkHeartbeatVector(t, v)
 			default:
 				t.Fatalf("unknown kind %q", v.Kind)
 			}
@@ -337,6 +384,38 @@ func checkEnvelopeVector(t *testing.T, v *vector) {
 	}
 }
 
+func checkHeartbeatVector(t *testing.T, v *vector) {
+	b := v.bytes(t)
+	h, err := protocol.DecodeHeartbeat(b)
+	if !v.Valid {
+		if err == nil {
+			t.Fatalf("heartbeat %+v accepted", h)
+		}
+		if v.ErrorCode != 0 {
+			t.Fatal("invalid heartbeats have no error_code: hubs ignore them")
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("DecodeHeartbeat: %v", err)
+	}
+	var m heartbeatMeaning
+	if err := strictUnmarshal(v.Meaning, &m); err != nil {
+		t.Fatalf("meaning: %v", err)
+	}
+	want := protocol.Heartbeat{ID: m.ID, Incarnation: m.Inc, Leaving: m.Leaving}
+	if h != want {
+		t.Fatalf("decoded %+v\nwant    %+v", h, want)
+	}
+	enc, err := protocol.EncodeHeartbeat(&want)
+	if err != nil {
+		t.Fatalf("EncodeHeartbeat: %v", err)
+	}
+	if v.Canonical && !bytes.Equal(enc, b) {
+		t.Fatalf("re-encoded bytes differ\n got %x\nwant %s", enc, v.Hex)
+	}
+}
+
 // TestVectorsGenerated checks that the committed file is what the generator
 // writes, byte for byte, and that generating twice gives the same bytes.
 func TestVectorsGenerated(t *testing.T) {
@@ -360,6 +439,127 @@ func TestVectorsGenerated(t *testing.T) {
 	}
 }
 
+// protocolDoc is PROTOCOL.md, whose hex examples must all be vectors.
+const protocolDoc = "../PROTOCOL.md"
+
+var (
+	docSpan   = regexp.MustCompile("`([^`]+)`")
+	docHex    = regexp.MustCompile(`^[0-9a-f]{2}( ?[0-9a-f]{2}){5,}$`) // at least 6 bytes, optionally spaced
+	docVector = regexp.MustCompile(`^(client|server|invalid|envelope|heartbeat)/[a-z0-9-]+$`)
+)
+
+// TestProtocolDocHex checks PROTOCOL.md against vectors.json: every hex
+// string of at least 6 bytes in it — in backticks, or alone on a line of a
+// code block — must be the hex of a vector. When the line (for a code
+// block: the block, whose lines may start with "# <vector name>") names
+// exactly one vector, the hex must be that vector's. Every vector the page
+// names in backticks must exist. So the page's examples cannot drift from
+// the bytes Hearth writes.
+func TestProtocolDocHex(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(protocolDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]*vector{}
+	byHex := map[string][]string{}
+	vs := loadVectors(t)
+	for i := range vs {
+		byName[vs[i].Name] = &vs[i]
+		byHex[vs[i].Hex] = append(byHex[vs[i].Hex], vs[i].Name)
+	}
+	checked := 0
+	check := func(at string, hexes, names []string) {
+		for _, n := range names {
+			if byName[n] == nil {
+				t.Errorf("%s: names vector %q, which vectors.json does not have", at, n)
+			}
+		}
+		for _, h := range hexes {
+			checked++
+			if len(byHex[h]) == 0 {
+				t.Errorf("%s: hex %s is not the hex of any vector", at, h)
+				continue
+			}
+			if len(names) == 1 && byName[names[0]] != nil && byName[names[0]].Hex != h {
+				t.Errorf("%s: hex %s is not vector %s's (%s has it); %s is %s", at, h, names[0], strings.Join(byHex[h], ", "), names[0], byName[names[0]].Hex)
+			}
+		}
+	}
+	var block struct {
+		start        string
+		hexes, names []string
+		inside       bool
+	}
+	for i, line := range strings.Split(string(doc), "\n") {
+		at := fmt.Sprintf("%s:%d", protocolDoc, i+1)
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "```") {
+			if block.inside {
+				check(block.start, block.hexes, block.names)
+			}
+			block.inside, block.start, block.hexes, block.names = !block.inside, at, nil, nil
+			continue
+		}
+		if block.inside {
+			if docHex.MatchString(trimmed) {
+				block.hexes = append(block.hexes, strings.ReplaceAll(trimmed, " ", ""))
+			} else if f := strings.Fields(strings.TrimPrefix(trimmed, "# ")); len(f) > 0 && docVector.MatchString(f[0]) {
+				block.names = append(block.names, f[0])
+			}
+			continue
+		}
+		var hexes, names []string
+		for _, m := range docSpan.FindAllStringSubmatch(line, -1) {
+			switch span := m[1]; {
+			case docHex.MatchString(span):
+				hexes = append(hexes, strings.ReplaceAll(span, " ", ""))
+			case docVector.MatchString(span):
+				names = append(names, span)
+			}
+		}
+		check(at, hexes, names)
+	}
+	if checked < 30 {
+		t.Errorf("found only %d hex examples in %s; did the format change?", checked, protocolDoc)
+	}
+}
+
+// TestProtocolDocDMExamples pins the direct-message room names PROTOCOL.md
+// works through.
+func TestProtocolDocDMExamples(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ a, b, room string }{
+		{"bob", "alice", "dm:5:alice:bob"},
+		{"alice", "bob", "dm:5:alice:bob"},
+		{"a:b", "c", "dm:3:a:b:c"},
+		{"a", "b:c", "dm:1:a:b:c"},
+		{"user:42", "user:7", "dm:7:user:42:user:7"},
+		{"Zoe", "alice", "dm:3:Zoe:alice"},
+	} {
+		if got := protocol.DMRoom(tc.a, tc.b); got != tc.room {
+			t.Errorf("DMRoom(%q, %q) = %q, want %q", tc.a, tc.b, got, tc.room)
+		}
+		if !protocol.MayJoin(tc.a, nil, tc.room) || !protocol.MayJoin(tc.b, nil, tc.room) {
+			t.Errorf("%q and %q may not both join %q", tc.a, tc.b, tc.room)
+		}
+	}
+	for _, tc := range []struct{ user, room string }{
+		{"alice", "dm:3:bob:alice"},   // not in byte order
+		{"alice", "dm:alice:bob"},     // no length
+		{"alice", "dm:5:alice:alice"}, // with oneself
+		{"carol", "dm:5:alice:bob"},   // not one of the two
+		{"a", "dm:3:a:b:c"},           // the pair is a:b and c
+	} {
+		if protocol.MayJoin(tc.user, nil, tc.room) {
+			t.Errorf("%q may join %q", tc.user, tc.room)
+		}
+	}
+	if !protocol.MayJoin("alice", []string{"priv:ops"}, "priv:ops") || protocol.MayJoin("alice", []string{"priv:hr"}, "priv:ops") {
+		t.Error("private rooms do not follow the rooms claim")
+	}
+}
+
 // TestVectorsCoverage keeps the file covering every frame type, both
 // directions, every envelope kind and every client error code.
 func TestVectorsCoverage(t *testing.T) {
@@ -368,6 +568,9 @@ func TestVectorsCoverage(t *testing.T) {
 	kinds := map[protocol.EnvelopeKind]bool{}
 	codes := map[int]bool{}
 	events := map[string]bool{}
+	// Fields a client must handle that are not a frame type of their own.
+	fields := map[string]bool{}
+	heartbeats := 0
 	for _, v := range loadVectors(t) {
 		if v.ErrorCode != 0 {
 			codes[v.ErrorCode] = true
@@ -385,23 +588,41 @@ func TestVectorsCoverage(t *testing.T) {
 			if m.Ev != "" {
 				events[m.Ev] = true
 			}
+			if m.Since != nil {
+				fields["since"] = true
+			}
+			if len(m.History) > 0 {
+				fields["history/"+strconv.Itoa(int(m.T))] = true
+			}
+			if m.Reset {
+				fields["reset/"+strconv.Itoa(int(m.T))] = true
+			}
+			if m.After > 0 {
+				fields["after"] = true
+			}
+			if m.Before > 0 {
+				fields["before"] = true
+			}
 		case "envelope":
 			var m envelopeMeaning
 			if err := strictUnmarshal(v.Meaning, &m); err != nil {
 				t.Fatal(err)
 			}
 			kinds[protocol.EnvelopeKind(m.K)] = true
+		case "heartbeat":
+			heartbeats++
 		}
 	}
 	for _, ft := range []protocol.FrameType{
-		protocol.TypeJoin, protocol.TypeLeave, protocol.TypePublish, protocol.TypeWelcome, protocol.TypeJoined,
-		protocol.TypeLeft, protocol.TypeMessage, protocol.TypePresence, protocol.TypeAck, protocol.TypeError,
+		protocol.TypeJoin, protocol.TypeLeave, protocol.TypePublish, protocol.TypeHistory, protocol.TypeTyping, protocol.TypeRead,
+		protocol.TypeWelcome, protocol.TypeJoined, protocol.TypeLeft, protocol.TypeMessage, protocol.TypePresence,
+		protocol.TypeAck, protocol.TypeError, protocol.TypeHistoryReply, protocol.TypeTypingEvent, protocol.TypeReceipt,
 	} {
 		if !types[ft] {
 			t.Errorf("no valid vector of frame type %d", ft)
 		}
 	}
-	for _, k := range []protocol.EnvelopeKind{protocol.KindClient, protocol.KindDisconnect, protocol.KindIntegrator} {
+	for _, k := range []protocol.EnvelopeKind{protocol.KindClient, protocol.KindDisconnect, protocol.KindIntegrator, protocol.KindTick} {
 		if !kinds[k] {
 			t.Errorf("no valid envelope of kind %d", k)
 		}
@@ -417,6 +638,15 @@ func TestVectorsCoverage(t *testing.T) {
 		if !events[ev] {
 			t.Errorf("no presence vector for %q", ev)
 		}
+	}
+	joined, reply := strconv.Itoa(int(protocol.TypeJoined)), strconv.Itoa(int(protocol.TypeHistoryReply))
+	for _, f := range []string{"since", "after", "before", "history/" + joined, "reset/" + joined, "history/" + reply, "reset/" + reply} {
+		if !fields[f] {
+			t.Errorf("no valid vector with %s", f)
+		}
+	}
+	if heartbeats == 0 {
+		t.Error("no valid heartbeat vector")
 	}
 }
 
@@ -444,6 +674,7 @@ type vectorSpec struct {
 	// encoding (a canonical vector).
 	frame *protocol.Frame
 	env   *protocol.Envelope
+	hb    *protocol.Heartbeat
 	// raw is hand-built MessagePack, for non-canonical and invalid vectors.
 	raw     string
 	valid   bool
@@ -455,9 +686,9 @@ type vectorSpec struct {
 func generateVectors() ([]byte, error) {
 	vf := vectorFile{Comment: []string{
 		"Hearth protocol v1 golden test vectors. Format: PROTOCOL.md, section 'Test vectors'.",
-		"kind: frame (WebSocket binary message) or envelope (AMQP body on hearth.ingress); direction: client or server (frames).",
+		"kind: frame (WebSocket binary message), envelope (AMQP body on hearth.ingress) or heartbeat (AMQP body on hearth.control); direction: client or server (frames). Skip kinds you do not know.",
 		"hex: the MessagePack bytes. meaning: the decoded map with wire key names; 'body' is hex-encoded; absent key = zero value.",
-		"valid=false frames: an edge answers with an error frame carrying error_code. valid=false envelopes: hubs drop them.",
+		"valid=false frames: an edge answers with an error frame carrying error_code. valid=false envelopes and heartbeats: hubs drop them.",
 		"canonical=true: the bytes are exactly what Hearth's Go encoder writes for meaning (fixed-width integers, keys in wire order).",
 		"Limits: body at most max_body bytes when given, else 65536. Regenerate: go test ./protocol -run TestVectors -update.",
 	}}
@@ -473,6 +704,9 @@ func generateVectors() ([]byte, error) {
 		case s.env != nil:
 			enc, err = protocol.EncodeEnvelope(s.env)
 			meaning = toEnvelopeMeaning(s.env)
+		case s.hb != nil:
+			enc, err = protocol.EncodeHeartbeat(s.hb)
+			meaning = heartbeatMeaning{ID: s.hb.ID, Inc: s.hb.Incarnation, Leaving: s.hb.Leaving}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
@@ -558,6 +792,12 @@ func vectorSpecs() []vectorSpec {
 	publish := &protocol.Frame{Type: protocol.TypePublish, ID: 3, Room: "lobby", CMID: "c-1", Body: binaryBody}
 	long128 := strings.Repeat("r", protocol.MaxIDLen)
 	long129 := strings.Repeat("r", protocol.MaxIDLen+1)
+	u64 := func(n uint64) *uint64 { return &n }
+	// msg is a message as it appears inside a history list: no room (the
+	// enclosing frame names it).
+	msg := func(seq uint64, cmid, from, body string) protocol.Frame {
+		return protocol.Frame{Type: protocol.TypeMessage, CMID: cmid, Seq: seq, From: from, TS: tsExample, Body: []byte(body)}
+	}
 	invalidRoom := func(name, room, note string) vectorSpec {
 		return vectorSpec{
 			name: name, kind: "frame", dir: "client", valid: false, code: protocol.CodeInvalidRoom, note: note,
@@ -579,6 +819,33 @@ func vectorSpecs() []vectorSpec {
 			frame: &protocol.Frame{Type: protocol.TypeJoin, ID: 5, Room: "Team_9-a:b@c+d=e"}},
 		{name: "client/join-128-byte-room", kind: "frame", dir: "client", valid: true,
 			frame: &protocol.Frame{Type: protocol.TypeJoin, ID: 6, Room: long128}, note: "the longest room name"},
+		{name: "client/join-since", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeJoin, ID: 1, Room: "lobby", Since: u64(41)},
+			note:  "a resume: the client's last seq in the room is 41; joined carries every later message, or reset"},
+		{name: "client/join-since-zero", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeJoin, ID: 1, Room: "lobby", Since: u64(0)},
+			note:  "since 0 is not an absent since: it asks for the room from its first message (reset when that is no longer retained)"},
+		{name: "client/join-dm", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeJoin, ID: 7, Room: "dm:5:alice:bob"},
+			note:  "the direct-message room of alice and bob; only they may join it"},
+		{name: "client/join-private", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeJoin, ID: 8, Room: "priv:ops"},
+			note:  "a private room: the token's rooms claim must list priv:ops, else the edge answers 403"},
+		{name: "client/history-after", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeHistory, ID: 4, Room: "lobby", After: 41, Limit: 100},
+			note:  "messages with seq > 41, oldest first, at most 100: filling a gap after seq 41"},
+		{name: "client/history-before", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeHistory, ID: 5, Room: "lobby", Before: 42},
+			note:  "the newest 50 (the default limit) messages with seq < 42: scrolling back"},
+		{name: "client/history-newest", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeHistory, ID: 6, Room: "lobby"},
+			note:  "neither after nor before: the room's newest 50 messages"},
+		{name: "client/typing", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeTyping, Room: "lobby"},
+			note:  "no id: typing has no reply"},
+		{name: "client/read", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeRead, ID: 7, Room: "lobby", Seq: 42},
+			note:  "the user has read lobby up to seq 42; no reply, a receipt is broadcast when the position moves forward"},
 		// Client → server, as other MessagePack libraries write them.
 		{name: "client/join-compact-ints", kind: "frame", dir: "client", valid: true, frame: join,
 			raw:  cat(mpMap(3), mpKV("t", mpUint(1)), mpKV("id", mpUint(1)), mpKV("room", mpStr("lobby"))),
@@ -599,6 +866,10 @@ func vectorSpecs() []vectorSpec {
 		{name: "client/join-map16", kind: "frame", dir: "client", valid: true, frame: join,
 			raw:  cat("de0003", mpKV("t", mpUint(1)), mpKV("id", mpUint(1)), mpKV("room", mpStr("lobby"))),
 			note: "map16 header instead of fixmap"},
+		{name: "client/join-since-compact", kind: "frame", dir: "client", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeJoin, ID: 1, Room: "lobby", Since: u64(41)},
+			raw:   cat(mpMap(4), mpKV("t", mpUint(1)), mpKV("id", mpUint(1)), mpKV("room", mpStr("lobby")), mpKV("since", mpUint(41))),
+			note:  "client/join-since as JavaScript and Python encoders write it"},
 
 		// Server → client, canonical: the bytes the edge and hubs write.
 		{name: "server/welcome", kind: "frame", dir: "server", valid: true,
@@ -610,6 +881,17 @@ func vectorSpecs() []vectorSpec {
 		{name: "server/joined-new-room", kind: "frame", dir: "server", valid: true,
 			frame: &protocol.Frame{Type: protocol.TypeJoined, ID: 1, Room: "fresh", Members: []string{"alice"}},
 			note:  "seq 0 is omitted: an absent key means zero"},
+		{name: "server/joined-history", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeJoined, ID: 1, Room: "lobby", Seq: 43, Members: []string{"alice", "bob"},
+				History: []protocol.Frame{msg(42, "c-7", "bob", "hi"), msg(43, "c-2", "alice", "yo")}},
+			note: "the answer to client/join-since (since 41) when the room is at seq 43: history holds 42 and 43, messages without room; live delivery continues at 44"},
+		{name: "server/joined-reset", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeJoined, ID: 1, Room: "lobby", Seq: 1500, Members: []string{"alice"},
+				History: []protocol.Frame{msg(1500, "c-9", "bob", "hi")}, Reset: true},
+			note: "since 41, but the room retains only seq 1500: the client drops its view of the room and starts again from this reply"},
+		{name: "server/joined-reset-ahead", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeJoined, ID: 1, Room: "lobby", Seq: 3, Members: []string{"alice"}, Reset: true},
+			note:  "since 41, but the room is at seq 3 (its state was lost): reset, no history"},
 		{name: "server/left", kind: "frame", dir: "server", valid: true,
 			frame: &protocol.Frame{Type: protocol.TypeLeft, ID: 2, Room: "lobby"}},
 		{name: "server/message", kind: "frame", dir: "server", valid: true,
@@ -629,6 +911,26 @@ func vectorSpecs() []vectorSpec {
 			note:  "id 0 (omitted): the request's id is unknown"},
 		{name: "server/error-rate-limited", kind: "frame", dir: "server", valid: true,
 			frame: &protocol.Frame{Type: protocol.TypeError, Code: protocol.CodeRateLimited, Text: "too many frames; slow down"}},
+		{name: "server/error-forbidden-private", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeError, ID: 8, Room: "priv:ops", Code: protocol.CodeForbidden, Text: "this room is private"},
+			note:  "the edge's answer to client/join-private when the token does not grant priv:ops"},
+		{name: "server/history-reply", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeHistoryReply, ID: 4, Room: "lobby", Seq: 43,
+				History: []protocol.Frame{msg(42, "c-7", "bob", "hi"), msg(43, "c-2", "alice", "yo")}},
+			note: "the answer to client/history-after when the room is at seq 43"},
+		{name: "server/history-reply-reset", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeHistoryReply, ID: 4, Room: "lobby", Seq: 1500,
+				History: []protocol.Frame{msg(1500, "c-9", "bob", "hi")}, Reset: true},
+			note: "after 41, but the room retains only seq 1500: the messages in between are gone"},
+		{name: "server/history-reply-empty", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeHistoryReply, ID: 4, Room: "lobby", Seq: 41},
+			note:  "after 41 when the room is at seq 41: nothing newer"},
+		{name: "server/typing-event", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeTypingEvent, Room: "lobby", User: "bob"},
+			note:  "bob is typing in lobby; ephemeral, not sequenced, also sent to bob"},
+		{name: "server/receipt", kind: "frame", dir: "server", valid: true,
+			frame: &protocol.Frame{Type: protocol.TypeReceipt, Room: "lobby", User: "bob", Seq: 42},
+			note:  "bob has read lobby up to seq 42; seq is a read position, not the frame's place in the room's sequence"},
 
 		// Invalid client frames: the error code the edge answers with.
 		{name: "invalid/not-a-map-array", kind: "frame", dir: "client", code: protocol.CodeBadFrame,
@@ -686,6 +988,17 @@ func vectorSpecs() []vectorSpec {
 			frame: &protocol.Frame{Type: protocol.TypePublish, ID: 3, Room: "lobby", CMID: long129},
 			raw:   cat(mpMap(4), mpKV("t", mpUint(3)), mpKV("id", mpUint(3)), mpKV("room", mpStr("lobby")), mpKV("cmid", mpStr(long129))),
 			note:  "cmid is valid UTF-8 of at most 128 bytes; the code is 400 (bad_frame)"},
+		{name: "invalid/read-missing-seq", kind: "frame", dir: "client", code: protocol.CodeMissingField,
+			frame: &protocol.Frame{Type: protocol.TypeRead, ID: 7, Room: "lobby"},
+			raw:   cat(mpMap(3), mpKV("t", mpUint(6)), mpKV("id", mpUint(7)), mpKV("room", mpStr("lobby"))),
+			note:  "read needs a seq (0 counts as absent)"},
+		{name: "invalid/typing-missing-room", kind: "frame", dir: "client", code: protocol.CodeMissingField,
+			frame: &protocol.Frame{Type: protocol.TypeTyping},
+			raw:   cat(mpMap(1), mpKV("t", mpUint(5)))},
+		{name: "invalid/history-limit-over-max", kind: "frame", dir: "client", code: protocol.CodeBadFrame,
+			frame: &protocol.Frame{Type: protocol.TypeHistory, ID: 4, Room: "lobby", Limit: protocol.MaxHistoryLimit + 1},
+			raw:   cat(mpMap(4), mpKV("t", mpUint(4)), mpKV("id", mpUint(4)), mpKV("room", mpStr("lobby")), mpKV("limit", "cd01f5")),
+			note:  "limit is at most 500 (here 501); the code is 400 (bad_frame)"},
 		invalidRoom("invalid/room-dot", "a.b", "'.' separates routing-key words"),
 		invalidRoom("invalid/room-star", "*", "'*' is a topic wildcard"),
 		invalidRoom("invalid/room-hash", "#", "'#' is a topic wildcard"),
@@ -716,6 +1029,9 @@ func vectorSpecs() []vectorSpec {
 			raw: cat(mpMap(4), mpKV("v", mpUint(1)), mpKV("k", mpUint(3)), mpKV("user", mpStr("billing-svc")),
 				mpKV("f", cat(mpMap(4), mpKV("t", mpUint(3)), mpKV("room", mpStr("lobby")), mpKV("cmid", mpStr("invoice-77")), mpKV("body", mpBin([]byte("paid")))))),
 			note: "the same, as a Python or JavaScript MessagePack library writes it (compact integers, no ts)"},
+		{name: "envelope/tick", kind: "envelope", valid: true,
+			env:  &protocol.Envelope{V: 1, Kind: protocol.KindTick, User: "hub-1"},
+			note: "internal: the owner of a shard publishes it into the shard's own queue every edge-timeout/3 to remove members of dead edges in order; user is the hub's id, f is empty"},
 		{name: "envelope/invalid-version-2", kind: "envelope",
 			env: &protocol.Envelope{V: 2, Kind: protocol.KindIntegrator, User: "billing-svc", Frame: protocol.Frame{Type: protocol.TypePublish, Room: "lobby", CMID: "c"}},
 			raw: cat(mpMap(4), mpKV("v", mpUint(2)), mpKV("k", mpUint(3)), mpKV("user", mpStr("billing-svc")),
@@ -748,5 +1064,20 @@ func vectorSpecs() []vectorSpec {
 			raw: cat(mpMap(4), mpKV("v", mpUint(1)), mpKV("k", mpUint(3)), mpKV("user", mpStr("billing-svc")),
 				mpKV("f", cat(mpMap(3), mpKV("t", mpUint(3)), mpKV("room", mpStr("lobby")), mpKV("cmid", mpStr("c")))), "00")},
 		{name: "envelope/invalid-not-a-map", kind: "envelope", raw: cat("92", mpUint(1), mpUint(3))},
+
+		// Liveness announcements on hearth.control.
+		{name: "heartbeat/edge", kind: "heartbeat", valid: true,
+			hb:   &protocol.Heartbeat{ID: "edge-1", Incarnation: "a1b2c3"},
+			note: "routing key edge.edge-1, every 2 s; the connection ids of this incarnation start with a1b2c3-"},
+		{name: "heartbeat/edge-leaving", kind: "heartbeat", valid: true,
+			hb:   &protocol.Heartbeat{ID: "edge-1", Incarnation: "a1b2c3", Leaving: true},
+			note: "sent once by an edge that shut down cleanly"},
+		{name: "heartbeat/hub", kind: "heartbeat", valid: true,
+			hb:   &protocol.Heartbeat{ID: "hub-1"},
+			note: "routing key hub.hub-1, every second; hubs send no incarnation"},
+		{name: "heartbeat/invalid-id", kind: "heartbeat",
+			hb:   &protocol.Heartbeat{ID: "edge.1"},
+			raw:  cat(mpMap(1), mpKV("id", mpStr("edge.1"))),
+			note: "the id follows the identifier rules"},
 	}
 }

@@ -53,7 +53,7 @@ func (c Config) ShardQueue(n int) broker.QueueSpec {
 		MaxLength: c.ShardQueueMax,
 		Overflow:  broker.RejectPublish,
 		// One hub at a time processes a shard, enforced by RabbitMQ
-		// (docs/adr/0001).
+		// (docs/adr/0001-shard-ownership-and-durable-state.md).
 		SingleActiveConsumer: true,
 	}
 }
