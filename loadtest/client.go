@@ -48,9 +48,11 @@ type lconn struct {
 
 	joinSent atomic.Int64 // Unix ns
 
-	// mu guards trk: written by the read goroutine, read by the final report.
+	// mu guards trk and ck: written by the read goroutine (ck also by the
+	// pacing goroutine), read by the final report.
 	mu  sync.Mutex
 	trk seqTracker
+	ck  eventLog // with Config.Check only
 
 	// Written by the worker's pacing goroutine only.
 	reqID   uint32
@@ -74,6 +76,11 @@ func (c *lconn) OnClose(_ *gws.Conn, err error) {
 		c.w.joinedNow.Add(-1)
 	}
 	if !c.closing.Load() {
+		if c.w.ck != nil {
+			c.mu.Lock()
+			c.record(evLeft, c.ck.maxSeq)
+			c.mu.Unlock()
+		}
 		c.disconnected.Store(true)
 		c.w.ctr.disconnects.Add(1)
 		code := 1006
@@ -111,6 +118,14 @@ func (c *lconn) OnMessage(_ *gws.Conn, m *gws.Message) {
 		}
 		c.mu.Lock()
 		c.trk.start(f.Seq)
+		if w.ck != nil {
+			c.record(evJoined, f.Seq)
+			for i := range f.History {
+				if h := &f.History[i]; h.Type == protocol.TypeMessage {
+					c.recordDelivery(evRecovered, h.Seq, h.CMID)
+				}
+			}
+		}
 		c.mu.Unlock()
 		if c.state.CompareAndSwap(stateOpen, stateJoined) {
 			w.ctr.joined.Add(1)
@@ -143,6 +158,9 @@ func (c *lconn) onMessage(f *protocol.Frame) {
 	}
 	c.mu.Lock()
 	r := c.trk.observe(f.Seq)
+	if w.ck != nil {
+		c.recordDelivery(evLive, f.Seq, f.CMID)
+	}
 	c.mu.Unlock()
 	switch r {
 	case seqNew:
@@ -165,6 +183,11 @@ func (c *lconn) onAck(f *protocol.Frame) {
 	w.ctr.acked.Add(1)
 	w.phaseAcked[h.phase].Add(1)
 	w.ack[h.phase].record(c.g, (now-h.sent)/1000)
+	if w.ck != nil {
+		c.mu.Lock()
+		c.record(evAcked, f.Seq, uint64(h.pub), h.counter)
+		c.mu.Unlock()
+	}
 	w.ackMu.Lock()
 	s := w.acked[c.room]
 	if s == nil {

@@ -147,6 +147,12 @@ type Config struct {
 	Timeout time.Duration `flag:"timeout" env:"HEARTH_LOAD_TIMEOUT" usage:"hard deadline of the whole run; 0 means its planned length + 2m"`
 	// Quiet turns off the progress line.
 	Quiet bool `flag:"quiet" env:"HEARTH_LOAD_QUIET" usage:"no progress line"`
+	// Check also records every publish, ack, join and delivery and runs
+	// them through shared/checker at the end: lost, duplicated, reordered
+	// and diverged messages fail the run. Chat and fanout only, and refused
+	// when the run would record more than 5,000,000 events. Zero value
+	// means off.
+	Check bool `flag:"check" env:"HEARTH_LOAD_CHECK" usage:"verify every delivery with shared/checker (chat, fanout; at most 5M events); a failed verdict exits non-zero"`
 }
 
 // ErrConfig is wrapped by every configuration error.
@@ -169,6 +175,9 @@ func (c *Config) normalize() error {
 	case ScenarioIdle, ScenarioFanout, ScenarioChat, ScenarioStorm, ScenarioAMQPBaseline:
 	default:
 		return fmt.Errorf("%w: unknown scenario %q", ErrConfig, c.Scenario)
+	}
+	if c.Check && !c.publishes() {
+		return fmt.Errorf("%w: -check needs a scenario that publishes (chat or fanout)", ErrConfig)
 	}
 	if c.Name == "" {
 		c.Name = string(c.Scenario)
@@ -266,6 +275,12 @@ func (c *Config) normalize() error {
 		u, err := url.Parse(s)
 		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 			return fmt.Errorf("%w: url %q: want ws://host:port/ws or wss://…", ErrConfig, s)
+		}
+	}
+	if c.Check {
+		if n := c.checkEvents(); n > maxCheckEvents {
+			return fmt.Errorf("%w: -check would record about %s events (publishes × (2 + members) + 2 × conns), over the limit of %s: shorten -duration or lower -rate or -members",
+				ErrConfig, thousands(n), thousands(maxCheckEvents))
 		}
 	}
 	if c.Secret == "" && c.SecretFile == "" {

@@ -74,6 +74,8 @@ type coord struct {
 	stoppedBy string
 	lastDeliv [maxPhases]uint64 // a step's deliveries when last looked at
 
+	check *checkRun // nil unless Config.Check
+
 	problems []string
 }
 
@@ -151,6 +153,9 @@ func (c *coord) run(ctx context.Context) error {
 
 	c.logf("%s: %d connections over %d worker(s) to %s (run %s)", cfg.Name, cfg.Conns, cfg.Workers, strings.Join(cfg.URLs, ","), c.runID)
 	c.msgs = make(chan wmsg, 256)
+	if cfg.Check {
+		c.check = newCheckRun(cfg, c.runID, cfg.Workers)
+	}
 	toolPIDs := []int{os.Getpid()}
 	for i := 0; i < cfg.Workers; i++ {
 		p, err := c.r.launcher.launch(ctx, i)
@@ -260,6 +265,15 @@ func (c *coord) handle(m wmsg) {
 		w.ready = true
 	case msgResult:
 		w.result = m.m.Result
+	case msgCheck:
+		if c.check != nil && m.m.Check != nil {
+			c.check.feed(m.w, m.m.Check)
+			if c.stage == stageFinish {
+				// Replaying millions of events takes seconds: a worker
+				// still shipping them is not a worker that hangs.
+				c.deadline = time.Now().Add(60 * time.Second)
+			}
+		}
 	case msgError:
 		c.problem("worker %d: %s", m.w, m.m.Error)
 	}
@@ -782,6 +796,14 @@ func (c *coord) finishResult() {
 	if cfg.publishes() {
 		a := account(acked, members)
 		res.Accounting = &a
+	}
+	if c.check != nil {
+		results := make([]*workerResult, len(c.workers))
+		for i, w := range c.workers {
+			results[i] = w.result
+		}
+		res.Check = c.check.result(results)
+		c.logf("check: %s", res.Check.Verdict())
 	}
 	// Latency: phases merged.
 	merged := map[string]*hdr.Histogram{}

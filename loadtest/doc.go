@@ -24,7 +24,11 @@
 // tracker (next expected seq plus the gaps it saw); the coordinator checks
 // the trackers of every worker against the acknowledged sequence numbers of
 // every worker. Members that were disconnected are left out of the loss
-// count and reported as disconnects.
+// count and reported as disconnects. With Config.Check (-check) each
+// connection also keeps a compact log of its publishes, acks, joined reply
+// and deliveries, which its worker ships to the coordinator at the end; the
+// coordinator replays every worker's logs into one shared/checker.Checker
+// and fails the run when its verdict is not OK (check.go).
 //
 // Concurrency: a worker's connections each have their gws read goroutine,
 // which owns the connection's tracker (under the connection's mutex, so the

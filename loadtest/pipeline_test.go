@@ -3,6 +3,7 @@ package loadtest
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,7 +71,8 @@ func startPipeline(t *testing.T, tune func(*edge.Config)) string {
 
 // TestChatAgainstPipeline runs the chat scenario for about three seconds
 // through a real edge and hub on the in-process broker, with two worker
-// "processes" (in-process, same protocol), and checks the accounting.
+// "processes" (in-process, same protocol), and checks the accounting and
+// the -check verdict, which replays both workers' events into one checker.
 func TestChatAgainstPipeline(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a pipeline for a few seconds")
@@ -84,7 +86,7 @@ func TestChatAgainstPipeline(t *testing.T) {
 		Secret:   testSecret,
 		Rooms:    6, Members: 4, Rate: 150,
 		Duration: 3 * time.Second, Ramp: 300 * time.Millisecond,
-		Grace: 2 * time.Second, Workers: 2, Quiet: true,
+		Grace: 2 * time.Second, Workers: 2, Quiet: true, Check: true,
 		Out: filepath.Join(dir, "chat"),
 	}, testWriter{t})
 	if err != nil {
@@ -118,8 +120,37 @@ func TestChatAgainstPipeline(t *testing.T) {
 	if res.Totals.Acked < 300 {
 		t.Errorf("acked %d; want about 450 (150/s for 3s)", res.Totals.Acked)
 	}
-	if _, err := ReadResult(filepath.Join(dir, "chat.json")); err != nil {
-		t.Errorf("result file: %v", err)
+	ck := res.Check
+	if ck == nil {
+		t.Fatal("no check result")
+	}
+	var tab strings.Builder
+	ck.WriteTable(&tab)
+	t.Logf("\n%s", tab.String())
+	cr := ck.Report
+	if !ck.OK || len(ck.Incomplete) > 0 || cr.Lost != 0 || cr.Duplicated != 0 || cr.Reordered != 0 || len(cr.Diverged) != 0 {
+		t.Errorf("check verdict %s, incomplete %q", ck.Verdict(), ck.Incomplete)
+	}
+	// The checker saw what the range accounting saw.
+	if uint64(cr.Acked) != a.Acked || uint64(cr.Sent) != res.Totals.Sent || uint64(cr.Delivered) != res.Totals.Delivered {
+		t.Errorf("checker sent %d acked %d delivered %d; accounting sent %d acked %d delivered %d",
+			cr.Sent, cr.Acked, cr.Delivered, res.Totals.Sent, a.Acked, res.Totals.Delivered)
+	}
+	want := res.Totals.Sent + res.Totals.Acked + res.Totals.Delivered + res.Totals.Joined
+	if ck.Events != want {
+		t.Errorf("%d events replayed; want %d (sent + acked + delivered + joined)", ck.Events, want)
+	}
+	back, err := ReadResult(filepath.Join(dir, "chat.json"))
+	if err != nil {
+		t.Fatalf("result file: %v", err)
+	}
+	if back.Check == nil || !back.Check.OK || back.Check.Report.Acked != cr.Acked {
+		t.Errorf("result file's check: %+v", back.Check)
+	}
+	var sum strings.Builder
+	WriteSummary(&sum, []*Result{back})
+	if !strings.Contains(sum.String(), "check OK") || !strings.Contains(sum.String(), "duplicated") {
+		t.Errorf("summary lacks the check table:\n%s", sum.String())
 	}
 }
 

@@ -327,6 +327,20 @@ Fastest step within every limit: {{if ge .BestStep 0}}{{f0 .BestDeliveries}} del
 <tr><td><b>duplicated</b></td><td><b>{{n .Duplicated}}</b></td></tr>
 <tr><td>stale / reordered</td><td>{{n .Stale}} / {{n .Reordered}}</td></tr></table>{{end}}
 
+{{with .R.Check}}<h2>Correctness check</h2>
+<p class="sub">Every publish, ack, joined reply and delivery of every connection, replayed at the end into shared/checker (<code>-check</code>): each acknowledged message must reach every member that joined before its seq exactly once and in order, and no seq may name two messages.</p>
+<p>{{ok .OK}} {{.Verdict}} — {{n .Events}} events</p>
+<table><tr><td>sent / acknowledged / unacknowledged</td><td>{{.Report.Sent}} / {{.Report.Acked}} / {{.Report.Unacked}}</td></tr>
+<tr><td>delivered (distinct client × message)</td><td>{{.Report.Delivered}}</td></tr>
+<tr><td>recovered (joined reply's history)</td><td>{{.Report.Recovered}}</td></tr>
+<tr><td><b>lost</b></td><td><b>{{.Report.Lost}}</b></td></tr>
+<tr><td><b>duplicated</b> / reordered</td><td><b>{{.Report.Duplicated}}</b> / {{.Report.Reordered}}</td></tr>
+<tr><td>diverged seqs</td><td>{{len .Report.Diverged}}</td></tr></table>
+{{if or .Report.LostExamples .Report.Diverged .Incomplete}}<pre>{{range .Report.LostExamples}}lost: {{.}}
+{{end}}{{range .Report.Diverged}}diverged: {{.}}
+{{end}}{{range .Incomplete}}incomplete: {{.}}
+{{end}}</pre>{{end}}{{end}}
+
 <h2>Counts</h2><table>{{range .Counters}}<tr><td>{{.K}}</td><td>{{n .V}}</td></tr>{{end}}
 {{range .Codes}}<tr><td>{{.K}}</td><td>{{n .V}}</td></tr>{{end}}</table>
 {{if .R.ConnectErrorSamples}}<p>First connect errors:</p><pre>{{range .R.ConnectErrorSamples}}{{.}}

@@ -37,6 +37,8 @@ type Result struct {
 	Totals     counters    `json:"totals"`
 	Accounting *Accounting `json:"accounting,omitempty"`
 	DupAcks    uint64      `json:"dup_acks,omitempty"`
+	// Check is the shared/checker verdict of a -check run.
+	Check *CheckResult `json:"check,omitempty"`
 	// Latency holds the summaries of "e2e", "ack", "connect", "join" and
 	// "lag" (the pacing delay of the tool itself: planned → actual send).
 	Latency map[string]Summary `json:"latency"`
@@ -390,9 +392,18 @@ func WriteSummary(w io.Writer, results []*Result) {
 		if r.Aborted {
 			head = "ABORTED: " + head
 		}
+		if r.Check != nil {
+			head += "; check " + r.Check.Verdict()
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Scenario, head, strings.Join(ts, "; "))
 	}
 	tw.Flush()
+	for _, r := range results {
+		if r.Check != nil {
+			fmt.Fprintf(w, "\n%s ", r.Name)
+			r.Check.WriteTable(w)
+		}
+	}
 }
 
 // sortedKeys returns m's keys in order.

@@ -42,7 +42,8 @@ func (r *Runner) Config() Config { return r.cfg }
 
 // Run runs the scenario, bounded by the config's hard deadline, and writes
 // <out>.json and <out>.html. It returns the result even when the run was
-// cut short (Result.Aborted) or the files could not be written.
+// cut short (Result.Aborted), the files could not be written, or the -check
+// verdict is not OK (an error wrapping ErrCheckFailed).
 func (r *Runner) Run(ctx context.Context) (*Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.hardTimeout())
 	defer cancel()
@@ -77,6 +78,9 @@ func (r *Runner) Run(ctx context.Context) (*Result, error) {
 		return res, fmt.Errorf("loadtest: writing results: %w", werr)
 	}
 	fmt.Fprintf(r.stderr, "hearth-load: wrote %s.json and %s.html\n", r.cfg.Out, r.cfg.Out)
+	if err == nil && res.Check != nil && !res.Check.OK {
+		err = fmt.Errorf("%w: %s", ErrCheckFailed, res.Check.failures())
+	}
 	return res, err
 }
 

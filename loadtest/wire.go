@@ -46,6 +46,9 @@ const (
 	msgReady    = "ready"
 	msgResult   = "result"
 	msgError    = "error"
+	// msgCheck carries event logs (Config.Check), after the last progress
+	// and before the result.
+	msgCheck = "check"
 )
 
 type workerMsg struct {
@@ -53,6 +56,7 @@ type workerMsg struct {
 	Progress *progress     `json:"progress,omitempty"`
 	Ready    *counters     `json:"ready,omitempty"`
 	Result   *workerResult `json:"result,omitempty"`
+	Check    *checkBatch   `json:"check,omitempty"`
 	Error    string        `json:"error,omitempty"`
 }
 
@@ -152,6 +156,11 @@ type workerResult struct {
 	// FirstDial and LastConnect are Unix ns (0 when none).
 	FirstDial   int64 `json:"first_dial,omitempty"`
 	LastConnect int64 `json:"last_connect,omitempty"`
+	// CheckEvents is the number of events the worker shipped in check
+	// lines before this result; CheckOverflow is set when it recorded more
+	// than maxCheckEvents and stopped.
+	CheckEvents   uint64 `json:"check_events,omitempty"`
+	CheckOverflow bool   `json:"check_overflow,omitempty"`
 }
 
 // lineWriter writes JSON lines, one value per line, from many goroutines.

@@ -47,6 +47,8 @@ type worker struct {
 
 	firstDial, lastConnect atomic.Int64
 
+	ck *workerCheck // nil unless Config.Check
+
 	readers sync.WaitGroup // the connections' gws read loops
 	last    counters       // owned by the progress emitter
 }
@@ -105,6 +107,9 @@ func newWorker(spec workerSpec, out *lineWriter) (*worker, error) {
 		acked:      make(map[int]*rangeSet),
 		errCodes:   make(map[string]uint64),
 		closeCodes: make(map[string]uint64),
+	}
+	if cfg.Check {
+		w.ck = &workerCheck{}
 	}
 	for p := 0; p < cfg.steps(); p++ {
 		w.e2e[p], w.ack[p] = newRecorder(), newRecorder()
@@ -180,6 +185,15 @@ wait:
 	w.emitProgress(w.tickOf(time.Now()) + 1)
 	w.closeAll(10 * time.Second)
 	res := w.result()
+	if w.ck != nil {
+		// The logs go first: the coordinator matches their count against
+		// the result's.
+		n, err := w.shipCheck()
+		if err != nil {
+			return fmt.Errorf("loadtest: shipping check events: %w", err)
+		}
+		res.CheckEvents, res.CheckOverflow = n, w.ck.overflow.Load()
+	}
 	return w.out.write(workerMsg{Type: msgResult, Result: res})
 }
 
@@ -423,6 +437,11 @@ func (w *worker) publish(c *lconn, phase uint16, planned time.Time) {
 		Type: protocol.TypePublish, ID: c.reqID, Room: w.rooms[c.room], CMID: h.cmid(), Body: body,
 	})
 	if err == nil {
+		if w.ck != nil {
+			c.mu.Lock()
+			c.record(evSent, c.counter)
+			c.mu.Unlock()
+		}
 		err = c.write(b)
 	}
 	if err != nil {
