@@ -9,6 +9,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -117,4 +120,37 @@ func Setup(component string, cfg any, logCfg *LogConfig) (zerolog.Logger, *prome
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return log, reg
+}
+
+// DebugConfig holds the profiling endpoint every binary can expose.
+type DebugConfig struct {
+	// PprofListen serves net/http/pprof (/debug/pprof/) on this address.
+	// Zero value means off; bind it to loopback: profiles reveal internals.
+	PprofListen string `flag:"pprof-listen" env:"HEARTH_PPROF_LISTEN" usage:"address for /debug/pprof/ (off when empty; keep it on loopback)"`
+}
+
+// Serve starts the pprof listener when configured; it closes when ctx is
+// done.
+func (c DebugConfig) Serve(ctx context.Context, log zerolog.Logger) error {
+	if c.PprofListen == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", c.PprofListen)
+	if err != nil {
+		return fmt.Errorf("pprof listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info().Str("addr", ln.Addr().String()).Msg("pprof listening")
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	return nil
 }

@@ -11,6 +11,7 @@ type config struct {
 	Edge   edge.Config
 	Broker app.BrokerConfig
 	Log    app.LogConfig
+	Debug  app.DebugConfig
 }
 
 func main() {
@@ -18,6 +19,9 @@ func main() {
 	log, reg := app.Setup("edge", &cfg, &cfg.Log)
 	ctx, stop := app.SignalContext()
 	defer stop()
+	if err := cfg.Debug.Serve(ctx, log); err != nil {
+		app.Fatal(log, err)
+	}
 	b, err := cfg.Broker.Connect(ctx, "hearth-edge", log)
 	if err != nil {
 		app.Fatal(log, err)

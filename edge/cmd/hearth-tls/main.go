@@ -11,8 +11,9 @@ import (
 )
 
 type config struct {
-	TLS tlstier.Config
-	Log app.LogConfig
+	TLS   tlstier.Config
+	Log   app.LogConfig
+	Debug app.DebugConfig
 }
 
 func main() {
@@ -29,6 +30,9 @@ func main() {
 	// clients must trust, once it is listening.
 	ctx, stop := app.SignalContext()
 	defer stop()
+	if err := cfg.Debug.Serve(ctx, log); err != nil {
+		app.Fatal(log, err)
+	}
 	if err := proxy.Run(ctx); err != nil {
 		app.Fatal(log, err)
 	}
