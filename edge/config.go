@@ -35,6 +35,9 @@ type Config struct {
 	// MaxMessage bounds one client message in bytes; larger ones close the
 	// connection with 1009. Zero value means 65536.
 	MaxMessage int `flag:"max-message" env:"HEARTH_MAX_MESSAGE" default:"65536" usage:"largest client message in bytes (close 1009 beyond)"`
+	// ReadBuffer is the size of each connection's read buffer; larger
+	// messages are read through it. Zero value means 1024.
+	ReadBuffer int `flag:"read-buffer" env:"HEARTH_READ_BUFFER" default:"1024" usage:"per-connection read buffer in bytes"`
 	// SendQueueMessages bounds a connection's send queue in messages.
 	// Zero value means 1024.
 	SendQueueMessages int `flag:"send-queue-messages" env:"HEARTH_SEND_QUEUE_MESSAGES" default:"1024" usage:"per-connection send queue bound in messages (overflow closes 4001)"`
@@ -77,6 +80,7 @@ func (c *Config) normalize() error {
 	setDefault(&c.Listen, ":8081")
 	setDefaultInt(&c.MaxMessage, 65536)
 	setDefaultInt(&c.SendQueueMessages, 1024)
+	setDefaultInt(&c.ReadBuffer, 1024)
 	setDefaultInt(&c.SendQueueBytes, 4<<20)
 	setDefaultDur(&c.WriteTimeout, 10*time.Second)
 	setDefaultDur(&c.Heartbeat, 25*time.Second)

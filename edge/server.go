@@ -10,6 +10,7 @@
 package edge
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -308,9 +309,16 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	nc := &lockedConn{Conn: raw}
 	_ = nc.SetDeadline(time.Time{})
+	// net/http's reader holds 4 KiB for the life of the connection; client
+	// frames are small, so read through a smaller one unless the client
+	// already sent bytes past the handshake.
+	rd := br.Reader
+	if rd.Buffered() == 0 {
+		rd = bufio.NewReaderSize(nc, s.cfg.ReadBuffer)
+	}
 	c := newConn(s, s.nextConnID(), id.User, remote, nc)
 	c.grants = id.Rooms
-	ws, err := s.upgrader.UpgradeFromConn(nc, br.Reader, r)
+	ws, err := s.upgrader.UpgradeFromConn(nc, rd, r)
 	if err != nil {
 		_ = nc.Close()
 		s.log.Debug().Err(err).Msg("upgrade failed")
