@@ -212,7 +212,6 @@ func loadVectors(tb testing.TB) []vector {
 	return vf.Vectors
 }
 
-
 func (v *vector) bytes(tb testing.TB) []byte {
 	tb.Helper()
 	b, err := hex.DecodeString(v.Hex)
