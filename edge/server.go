@@ -14,7 +14,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -511,5 +510,3 @@ func randomHex(n int) string {
 type gwsLogger struct{ l zerolog.Logger }
 
 func (g gwsLogger) Error(v ...any) { g.l.Error().Msg(fmt.Sprint(v...)) }
-
-var errNotMember = errors.New("edge: not a member")
