@@ -268,6 +268,16 @@ type ConsumeSpec struct {
 	// channel closed), so that an exclusive consumer's queue is free for
 	// another. It is called if and only if Consume returned nil.
 	OnStop func()
+	// OnIdle, if set, is called on the consumer's goroutine after one or
+	// more handler calls when no further delivery is waiting, and before
+	// the subscription ends (ctx done, broker closed, connection lost) if
+	// a handler call happened since the last OnIdle. A handler can collect
+	// the deliveries that arrive together and finish them here as one
+	// batch — write to many sockets once, commit many records at once —
+	// without adding delay when deliveries arrive one by one. Whether a
+	// delivery is "waiting" is best effort: a burst may be split into
+	// several batches, never held back.
+	OnIdle func()
 }
 
 // StreamOffset is where a stream consumer starts reading (ConsumeSpec). The

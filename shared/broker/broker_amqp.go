@@ -1144,7 +1144,29 @@ func (c *amqpConsumer) stopped() {
 // consumer is stopping it starts no handler call: the delivery goes back to
 // the queue when the channel closes.
 func (c *amqpConsumer) deliver(s *amqpSubscription) bool {
+	busy := false // a handler call happened since the last OnIdle
+	defer func() {
+		if busy {
+			c.spec.OnIdle()
+		}
+	}()
 	for {
+		if busy {
+			select {
+			case d, ok := <-s.deliveries:
+				if !ok {
+					return c.stopping()
+				}
+				if c.stopping() {
+					return true
+				}
+				c.h(c.delivery(&d, s.acker))
+				continue
+			default:
+			}
+			busy = false
+			c.spec.OnIdle()
+		}
 		select {
 		case d, ok := <-s.deliveries:
 			if !ok {
@@ -1154,6 +1176,7 @@ func (c *amqpConsumer) deliver(s *amqpSubscription) bool {
 				return true
 			}
 			c.h(c.delivery(&d, s.acker))
+			busy = c.spec.OnIdle != nil
 		case <-c.ctx.Done():
 			return true
 		case <-c.b.ctx.Done():

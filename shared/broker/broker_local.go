@@ -830,10 +830,21 @@ func (c *localConsumer) sleep(d time.Duration) bool {
 // stops.
 func (c *localConsumer) deliver(s *localSub) {
 	q := c.q
+	busy := false // a handler call happened since the last OnIdle
+	defer func() {
+		if busy {
+			c.spec.OnIdle()
+		}
+	}()
 	for !c.stopping() {
 		q.mu.Lock()
 		if s.inbox.len() == 0 {
 			q.mu.Unlock()
+			if busy {
+				busy = false
+				c.spec.OnIdle()
+				continue
+			}
 			select {
 			case <-s.wake:
 				continue
@@ -860,6 +871,7 @@ func (c *localConsumer) deliver(s *localSub) {
 			d.tag = e.tag
 		}
 		c.h(d)
+		busy = c.spec.OnIdle != nil
 	}
 }
 

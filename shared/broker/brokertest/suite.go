@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,8 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker, opts Options)
 		{"ConsumerCancelStops", testConsumerCancel},
 		{"OnStartBeforeDeliveries", testOnStart},
 		{"OnStartErrorRetries", testOnStartError},
+		{"OnIdleAfterBatches", testOnIdle},
+		{"OnIdleBeforeStop", testOnIdleBeforeStop},
 		{"CloseIdempotent", testClose},
 		{"DefaultExchange", testDefaultExchange},
 		{"DefaultExchangeConcurrent", testDefaultExchangeConcurrent},
@@ -1346,5 +1349,100 @@ func testStreamRetention(e *env) {
 	}
 	if !increasing(offs) || offs[0] == 0 {
 		e.t.Fatalf("offsets after retention: %v", offs)
+	}
+}
+
+// testOnIdle checks that OnIdle follows every run of deliveries: deliveries
+// that waited while the handler was busy are handled back to back, as one
+// batch, and the last delivery is always followed by an OnIdle.
+func testOnIdle(e *env) {
+	x := e.exchange()
+	q := e.boundedQueue()
+	e.bind(q, x, "k")
+	var log events
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	spec := broker.ConsumeSpec{Queue: q, AutoAck: true, OnIdle: func() { log.add("idle") }}
+	err := e.b.Consume(e.ctx, spec, func(d *broker.Delivery) {
+		log.add(string(d.Body))
+		if string(d.Body) == "first" {
+			once.Do(func() { close(entered) })
+			<-release
+		}
+	})
+	if err != nil {
+		e.t.Fatalf("Consume: %v", err)
+	}
+	e.publish(x, "k", "first")
+	e.waitClosed(entered, "the first delivery")
+	const n = 20
+	for i := range n {
+		e.publish(x, "k", strconv.Itoa(i))
+	}
+	// Each publish waited for its confirm, so the early ones of the burst
+	// have reached the consumer's side by now (AMQP pushes up to the
+	// prefetch): at least those are handled back to back.
+	close(release)
+	testenv.WaitFor(e.t, e.opts.Timeout, func() bool {
+		ev := log.get()
+		return len(ev) > 0 && ev[len(ev)-1] == "idle" && slices.Contains(ev, strconv.Itoa(n-1))
+	}, "waiting for the burst and an OnIdle after it")
+	ev := log.get()
+	batch, largest := 0, 0
+	for _, v := range ev {
+		if v == "idle" {
+			if batch == 0 {
+				e.t.Fatalf("OnIdle without a delivery before it: %q", ev)
+			}
+			batch = 0
+			continue
+		}
+		batch++
+		largest = max(largest, batch)
+	}
+	if largest < 2 {
+		e.t.Fatalf("the deliveries that waited were not handled as one batch: %q", ev)
+	}
+	// A lone delivery later is its own batch.
+	e.publish(x, "k", "lone")
+	testenv.WaitFor(e.t, e.opts.Timeout, func() bool {
+		ev := log.get()
+		return len(ev) >= 2 && ev[len(ev)-2] == "lone" && ev[len(ev)-1] == "idle"
+	}, "waiting for OnIdle after a lone delivery")
+}
+
+// testOnIdleBeforeStop checks that a consumer stopping in the middle of a
+// batch calls OnIdle before OnStop, so the batch is finished while the
+// subscription still holds its deliveries.
+func testOnIdleBeforeStop(e *env) {
+	x := e.exchange()
+	q := e.boundedQueue()
+	e.bind(q, x, "k")
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	var log events
+	stopped := make(chan struct{})
+	spec := broker.ConsumeSpec{
+		Queue:  q,
+		OnIdle: func() { log.add("idle") },
+		OnStop: func() { log.add("stop"); close(stopped) },
+	}
+	err := e.b.Consume(ctx, spec, func(d *broker.Delivery) {
+		log.add(string(d.Body))
+		if err := d.Ack(); err != nil {
+			e.t.Errorf("Ack: %v", err)
+		}
+		if string(d.Body) == "last" {
+			cancel()
+		}
+	})
+	if err != nil {
+		e.t.Fatalf("Consume: %v", err)
+	}
+	e.publish(x, "k", "last")
+	e.waitClosed(stopped, "OnStop")
+	if got, want := log.get(), []string{"last", "idle", "stop"}; !slices.Equal(got, want) {
+		e.t.Fatalf("got %q, want %q", got, want)
 	}
 }
