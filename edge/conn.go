@@ -57,18 +57,34 @@ type conn struct {
 	rooms  map[string]uint8
 	closed bool
 
-	// qmu guards the send queue: a ring of frames. It is a leaf lock.
-	qmu      sync.Mutex
-	q        []*wsFrame
-	qHead    int
-	qLen     int
-	qBytes   int
-	qMax     int
-	qMaxB    int
-	qClosed  bool
-	wake     chan struct{}
-	done     chan struct{}
-	doneOnce sync.Once
+	// qmu guards the send queue, a ring of frames whose head may be
+	// partly written (qOff bytes), and the fields after it. It is taken
+	// before nc.mu, never after.
+	qmu     sync.Mutex
+	q       []*wsFrame
+	qHead   int
+	qLen    int
+	qOff    int
+	qBytes  int
+	qMax    int
+	qMaxB   int
+	qClosed bool
+	// flushing is set while a flusher goroutine owns the socket's
+	// writes; nobody else writes queued frames meanwhile.
+	flushing bool
+	// pending is set while the connection waits in the fan-out's list of
+	// connections to flush (Server.pending).
+	pending bool
+	// now writes without waiting; nil when the socket does not allow it,
+	// and then a flusher goroutine does every write.
+	now nowWriter
+}
+
+// nowWriter writes what a socket takes at once, never waiting for it to
+// drain; a full socket buffer is a short (possibly zero) count, not an
+// error.
+type nowWriter interface {
+	writeNow(b []byte) (int, error)
 }
 
 func newConn(srv *Server, id, user, remote string, nc *lockedConn) *conn {
@@ -80,34 +96,42 @@ func newConn(srv *Server, id, user, remote string, nc *lockedConn) *conn {
 		srv:       srv,
 		limiter:   rate.NewLimiter(rate.Limit(srv.cfg.RatePerSecond), srv.cfg.RateBurst),
 		rooms:     make(map[string]uint8),
-		q:         make([]*wsFrame, 8),
+		q:         make([]*wsFrame, 2),
 		qMax:      srv.cfg.SendQueueMessages,
 		qMaxB:     srv.cfg.SendQueueBytes,
-		wake:      make(chan struct{}, 1),
 		userBound: make(chan struct{}),
-		done:      make(chan struct{}),
+		now:       nowWriterOf(nc.Conn),
 	}
 	c.lastSeen.Store(time.Now().UnixNano())
 	return c
 }
 
-// enqueue hands f to the connection's writer. It never blocks: when the
-// queue is full the connection is closed as a slow consumer. The queue owns
-// one reference of f from here on.
+// enqueue hands f to the connection and writes it at once if the socket
+// takes it. It never blocks: when the queue is full the connection is
+// closed as a slow consumer. The queue owns one reference of f from here
+// on.
 func (c *conn) enqueue(f *wsFrame) {
 	c.qmu.Lock()
+	if c.push(f) {
+		c.flush(nil)
+	}
+	c.qmu.Unlock()
+}
+
+// push queues f without writing it and reports whether the frame is
+// queued; false means f was released (closed connection or overflow).
+// qmu held on entry.
+func (c *conn) push(f *wsFrame) bool {
 	if c.qClosed {
-		c.qmu.Unlock()
 		f.release()
-		return
+		return false
 	}
 	if c.qLen >= c.qMax || (c.qLen > 0 && c.qBytes+len(f.buf) > c.qMaxB) {
 		c.qClosed = true
-		c.qmu.Unlock()
 		f.release()
 		c.srv.stats.slowConsumers.Add(1)
 		c.srv.goClose(c, closeSlow)
-		return
+		return false
 	}
 	if c.qLen == len(c.q) {
 		c.grow()
@@ -115,11 +139,7 @@ func (c *conn) enqueue(f *wsFrame) {
 	c.q[(c.qHead+c.qLen)%len(c.q)] = f
 	c.qLen++
 	c.qBytes += len(f.buf)
-	c.qmu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
+	return true
 }
 
 // grow doubles the ring, up to qMax. qmu held on entry.
@@ -135,60 +155,158 @@ func (c *conn) grow() {
 	c.q, c.qHead = q, 0
 }
 
-// writeBufPool holds the scratch buffers writers coalesce frames into.
-var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
-
-// writeLoop is the connection's single writer. It drains the queue,
-// coalescing frames into one socket write, until the connection is done.
-func (c *conn) writeLoop() {
-	defer c.srv.wg.Done()
-	defer c.drainQueue()
-	for {
-		select {
-		case <-c.wake:
-		case <-c.done:
+// flush writes what the socket takes now; whatever is left goes to a
+// flusher goroutine, which waits for the socket. The common case — a
+// socket with room — costs one system call and no goroutine. Several
+// frames are copied into one write through scratch, the caller's own
+// buffer, or a pooled one when scratch is nil. qmu held on entry.
+func (c *conn) flush(scratch *[]byte) {
+	if c.flushing || c.qClosed || c.qLen == 0 {
+		return
+	}
+	if c.now != nil && c.nc.mu.TryLock() {
+		err := c.writeQueued(scratch)
+		c.nc.mu.Unlock()
+		if err != nil {
+			c.failed(err)
 			return
 		}
-		for {
-			bp := writeBufPool.Get().(*[]byte)
-			buf := (*bp)[:0]
-			c.qmu.Lock()
-			for c.qLen > 0 && (len(buf) == 0 || len(buf)+len(c.q[c.qHead].buf) <= cap(buf)) {
-				f := c.q[c.qHead]
-				c.q[c.qHead] = nil
-				c.qHead = (c.qHead + 1) % len(c.q)
-				c.qLen--
-				c.qBytes -= len(f.buf)
-				buf = append(buf, f.buf...)
-				f.release()
-			}
-			c.qmu.Unlock()
-			if len(buf) == 0 {
-				*bp = buf
-				writeBufPool.Put(bp)
-				break
-			}
-			_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
-			_, err := c.nc.Write(buf)
-			n := len(buf)
-			if cap(buf) > 256<<10 {
-				buf = make([]byte, 0, 32<<10)
-			}
-			*bp = buf
-			writeBufPool.Put(bp)
-			if err != nil {
-				c.srv.log.Debug().Err(err).Str("conn", c.id).Msg("write failed")
-				_ = c.nc.Close()
-				return
-			}
-			c.srv.stats.bytesOut.Add(uint64(n))
+		if c.qLen == 0 {
+			return
 		}
+	}
+	c.flushing = true
+	c.srv.wg.Add(1)
+	go c.flushLoop()
+}
+
+// writeQueued writes queued frames without waiting, up to the first short
+// write. qmu and nc.mu held on entry.
+func (c *conn) writeQueued(scratch *[]byte) error {
+	for c.qLen > 0 {
+		var b []byte
+		bp := scratch
+		if c.qLen == 1 {
+			b = c.q[c.qHead].buf[c.qOff:]
+		} else {
+			if bp == nil {
+				bp = writeBufPool.Get().(*[]byte)
+			}
+			if cap(*bp) == 0 {
+				*bp = make([]byte, 0, 32<<10)
+			}
+			b = c.gather((*bp)[:0])
+		}
+		n, err := c.now.writeNow(b)
+		if bp != nil && bp != scratch {
+			*bp = b[:0]
+			writeBufPool.Put(bp)
+		}
+		c.consumed(n)
+		if err != nil {
+			return err
+		}
+		if n < len(b) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// gather appends queued frames, from the unwritten part of the head on,
+// to buf while they fit its capacity (at least one frame). qmu held on
+// entry.
+func (c *conn) gather(buf []byte) []byte {
+	off := c.qOff
+	for i := 0; i < c.qLen; i++ {
+		f := c.q[(c.qHead+i)%len(c.q)]
+		if len(buf) > 0 && len(buf)+len(f.buf)-off > cap(buf) {
+			break
+		}
+		buf = append(buf, f.buf[off:]...)
+		off = 0
+	}
+	return buf
+}
+
+// consumed drops n written bytes from the head of the queue, releasing
+// the frames written whole. qmu held on entry.
+func (c *conn) consumed(n int) {
+	if n <= 0 {
+		return
+	}
+	c.srv.stats.bytesOut.Add(uint64(n))
+	for n > 0 && c.qLen > 0 {
+		f := c.q[c.qHead]
+		left := len(f.buf) - c.qOff
+		if n < left {
+			c.qOff += n
+			return
+		}
+		n -= left
+		c.qOff = 0
+		c.q[c.qHead] = nil
+		c.qHead = (c.qHead + 1) % len(c.q)
+		c.qLen--
+		c.qBytes -= len(f.buf)
+		f.release()
 	}
 }
 
-// drainQueue releases frames still queued when the writer stops.
-func (c *conn) drainQueue() {
-	c.qmu.Lock()
+// writeBufPool holds the scratch buffers frames are coalesced into for one
+// write.
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+// flushLoop is the connection's writer while the socket is full: it
+// writes, waiting as long as WriteTimeout, until the queue is empty, then
+// ends. At most one runs per connection (flushing).
+func (c *conn) flushLoop() {
+	defer c.srv.wg.Done()
+	for {
+		bp := writeBufPool.Get().(*[]byte)
+		c.qmu.Lock()
+		if c.qClosed || c.qLen == 0 {
+			c.flushing = false
+			c.qmu.Unlock()
+			writeBufPool.Put(bp)
+			return
+		}
+		buf := c.gather((*bp)[:0])
+		c.qmu.Unlock()
+
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		n, err := c.nc.Write(buf)
+		if cap(buf) > 256<<10 {
+			buf = make([]byte, 0, 32<<10)
+		}
+		*bp = buf[:0]
+		writeBufPool.Put(bp)
+
+		c.qmu.Lock()
+		if !c.qClosed {
+			c.consumed(n)
+		}
+		if err != nil {
+			c.flushing = false
+			c.failed(err)
+			c.qmu.Unlock()
+			return
+		}
+		c.qmu.Unlock()
+	}
+}
+
+// failed closes the connection after a write error; the read loop then
+// ends and OnClose cleans up. qmu held on entry.
+func (c *conn) failed(err error) {
+	c.srv.log.Debug().Err(err).Str("conn", c.id).Msg("write failed")
+	c.closeQueue()
+	_ = c.nc.Close()
+}
+
+// closeQueue refuses further frames and releases those still queued.
+// qmu held on entry.
+func (c *conn) closeQueue() {
 	c.qClosed = true
 	for c.qLen > 0 {
 		c.q[c.qHead].release()
@@ -196,12 +314,15 @@ func (c *conn) drainQueue() {
 		c.qHead = (c.qHead + 1) % len(c.q)
 		c.qLen--
 	}
-	c.qBytes = 0
-	c.qmu.Unlock()
+	c.qOff, c.qBytes = 0, 0
 }
 
-// stop ends the writer. Idempotent.
-func (c *conn) stop() { c.doneOnce.Do(func() { close(c.done) }) }
+// stop releases the send queue once the connection is closed. Idempotent.
+func (c *conn) stop() {
+	c.qmu.Lock()
+	c.closeQueue()
+	c.qmu.Unlock()
+}
 
 // closeReason is a close code with its reason text.
 type closeReason struct {

@@ -5,21 +5,51 @@ import (
 	"github.com/hearth-gateway/hearth/shared/broker"
 )
 
+// maxPendingDeliveries bounds how many deliveries the consumer queues
+// before it writes to the sockets even though more are waiting: a burst is
+// written in slices, each costing one write per connection.
+const maxPendingDeliveries = 64
+
 // onDelivery handles one message from the edge's own queue. Bodies are
-// final client frames: they are framed once and written as they are.
+// final client frames: they are framed once and queued on every recipient;
+// the writes happen in flushPending, once per connection for all the
+// deliveries that arrived together. It runs on the consumer's goroutine,
+// which owns pending and batched.
 func (s *Server) onDelivery(d *broker.Delivery) {
+	s.deliver(d)
+	s.batched++
+	if s.batched >= maxPendingDeliveries {
+		s.flushPending()
+	}
+}
+
+// flushPending writes what the deliveries since the last flush queued. It
+// is the consumer's OnIdle.
+func (s *Server) flushPending() {
+	for i, c := range s.pending {
+		c.qmu.Lock()
+		c.pending = false
+		c.flush(&s.scratch)
+		c.qmu.Unlock()
+		s.pending[i] = nil
+	}
+	s.pending = s.pending[:0]
+	s.batched = 0
+}
+
+func (s *Server) deliver(d *broker.Delivery) {
 	kind, id := protocol.ParseEgressKey(d.Key)
 	switch kind {
 	case protocol.KeyRoom:
 		s.stats.roomMessages.Add(1)
-		n := s.index.fanout(roomsOf, id, d.Body)
+		n := s.index.fanout(roomsOf, id, d.Body, &s.pending)
 		if n == 0 {
 			s.stats.unmatched.Add(1)
 		}
 		s.stats.deliveries.Add(uint64(n))
 	case protocol.KeyUser:
 		s.stats.userMessages.Add(1)
-		s.stats.deliveries.Add(uint64(s.index.fanout(usersOf, id, d.Body)))
+		s.stats.deliveries.Add(uint64(s.index.fanout(usersOf, id, d.Body, &s.pending)))
 	case protocol.KeyEdge:
 		s.stats.edgeMessages.Add(1)
 		s.reply(d)
@@ -65,5 +95,10 @@ func (s *Server) reply(d *broker.Delivery) {
 		}
 	}
 	s.stats.deliveries.Add(1)
-	c.send(d.Body)
+	c.qmu.Lock()
+	if c.push(newWSFrame(opBinary, d.Body, 1)) && !c.pending {
+		c.pending = true
+		s.pending = append(s.pending, c)
+	}
+	c.qmu.Unlock()
 }

@@ -62,9 +62,11 @@ func (x *index) removeUser(c *conn) {
 	x.mu.Unlock()
 }
 
-// fanout queues payload, framed once, on every connection in m[key].
-// It returns the number of recipients.
-func (x *index) fanout(m func(*index) map[string]map[*conn]struct{}, key string, payload []byte) int {
+// fanout queues payload, framed once, on every connection in m[key]
+// without writing it, and appends to *pending each connection that now
+// waits for a flush (Server.flushPending). It returns the number of
+// recipients.
+func (x *index) fanout(m func(*index) map[string]map[*conn]struct{}, key string, payload []byte, pending *[]*conn) int {
 	x.mu.RLock()
 	set := m(x)[key]
 	n := len(set)
@@ -74,7 +76,12 @@ func (x *index) fanout(m func(*index) map[string]map[*conn]struct{}, key string,
 	}
 	f := newWSFrame(opBinary, payload, n)
 	for c := range set {
-		c.enqueue(f)
+		c.qmu.Lock()
+		if c.push(f) && !c.pending {
+			c.pending = true
+			*pending = append(*pending, c)
+		}
+		c.qmu.Unlock()
 	}
 	x.mu.RUnlock()
 	return n

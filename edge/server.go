@@ -4,9 +4,14 @@
 // the local connections that subscribed to them.
 //
 // Concurrency: every connection has its gws read goroutine, which runs the
-// event handlers, and one writer goroutine that owns the socket's writes.
-// Broker deliveries arrive on one consumer goroutine that fans out under the
-// index's read lock; fan-out never blocks on a socket.
+// event handlers. Broker deliveries arrive on one consumer goroutine that
+// queues each broadcast on its recipients under the index's read lock and,
+// once the deliveries that arrived together are queued, writes each
+// recipient's frames with one non-blocking system call. Only a socket that
+// cannot take its frames at once gets a goroutine of its own, the
+// connection's flusher, which waits for it (WriteTimeout) and ends when the
+// queue is empty; so fan-out never blocks on a socket, and an idle
+// connection costs one goroutine.
 package edge
 
 import (
@@ -60,6 +65,13 @@ type Server struct {
 	mu    sync.Mutex // guards conns and byID
 	conns map[*conn]struct{}
 	byID  map[string]*conn
+
+	// pending and batched belong to the egress consumer's goroutine: the
+	// connections with frames queued since its last flush, and the number
+	// of deliveries since then.
+	pending []*conn
+	batched int
+	scratch []byte // coalesces one connection's frames for one write
 
 	wg sync.WaitGroup // connection goroutines and the heartbeat loop
 }
@@ -213,7 +225,7 @@ func (s *Server) setup(ctx context.Context) error {
 		return fmt.Errorf("edge: binding own queue: %w", err)
 	}
 	// The consumer stops when the broker closes, after the drain.
-	err := s.b.Consume(context.Background(), broker.ConsumeSpec{Queue: s.queue, AutoAck: true, Exclusive: true}, s.onDelivery)
+	err := s.b.Consume(context.Background(), broker.ConsumeSpec{Queue: s.queue, AutoAck: true, Exclusive: true, OnIdle: s.flushPending}, s.onDelivery)
 	if err != nil {
 		return fmt.Errorf("edge: consuming own queue: %w", err)
 	}
@@ -331,7 +343,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	s.index.addUser(c)
 	s.stats.connections.Add(1)
-	s.wg.Add(3)
+	s.wg.Add(2)
 	// The user's key is bound off the handshake path: a broker round trip
 	// per connection would cap the rate of new connections. Messages to
 	// user.<user> reach this connection once the binding is in place.
@@ -345,7 +357,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			c.userBindFailed = true
 		}
 	}()
-	go c.writeLoop()
 	go func() {
 		defer s.wg.Done()
 		ws.ReadLoop()
