@@ -50,6 +50,7 @@ bench-load: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./protocol/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime $(FUZZTIME) ./protocol/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitEnvelopeBatch$$' -fuzztime $(FUZZTIME) ./protocol/
 
 clean:
 	rm -rf $(BIN) bench.txt

@@ -178,6 +178,41 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	})
 }
 
+// FuzzSplitEnvelopeBatch checks the batch container: whatever it accepts
+// is 1..MaxBatchEnvelopes pieces of the input, in order, that re-encode to
+// a batch splitting the same way; it never panics or allocates beyond the
+// input's size.
+func FuzzSplitEnvelopeBatch(f *testing.F) {
+	seedFromVectors(f, "batch", "envelope")
+	f.Fuzz(func(t *testing.T, b []byte) {
+		before := heapAllocated()
+		parts, err := protocol.SplitEnvelopeBatch(b)
+		checkAllocs(t, b, before)
+		if err != nil {
+			return
+		}
+		if len(parts) == 0 || len(parts) > protocol.MaxBatchEnvelopes {
+			t.Fatalf("accepted a batch of %d", len(parts))
+		}
+		total := 0
+		for _, p := range parts {
+			total += len(p)
+		}
+		if total >= len(b) {
+			t.Fatalf("pieces of %d bytes from a %d-byte batch", total, len(b))
+		}
+		again, err := protocol.SplitEnvelopeBatch(protocol.AppendEnvelopeBatch(nil, parts))
+		if err != nil {
+			t.Fatalf("re-encoded batch refused: %v", err)
+		}
+		for i := range parts {
+			if !bytes.Equal(parts[i], again[i]) {
+				t.Fatalf("element %d changed across a round trip", i)
+			}
+		}
+	})
+}
+
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_:@+=-]{1,128}$`)
 
 func FuzzValidateID(f *testing.F) {

@@ -42,7 +42,8 @@ type vector struct {
 	// Name is unique and stable.
 	Name string `json:"name"`
 	// Kind is "frame" (WebSocket message), "envelope" (AMQP body on
-	// hearth.ingress) or "heartbeat" (AMQP body on hearth.control).
+	// hearth.ingress), "batch" (an AMQP body on hearth.ingress holding
+	// several envelopes) or "heartbeat" (AMQP body on hearth.control).
 	Kind string `json:"kind"`
 	// Direction of a frame: "client" (client → edge) or "server" (edge →
 	// client). Empty for envelopes.
@@ -249,6 +250,8 @@ func TestVectors(t *testing.T) {
 				checkEnvelopeVector(t, v)
 			case "heartbeat":
 				checkHeartbeatVector(t, v)
+			case "batch":
+				checkBatchVector(t, v)
 			default:
 				t.Fatalf("unknown kind %q", v.Kind)
 			}
@@ -383,6 +386,53 @@ func checkEnvelopeVector(t *testing.T, v *vector) {
 	}
 }
 
+func checkBatchVector(t *testing.T, v *vector) {
+	b := v.bytes(t)
+	if !protocol.IsEnvelopeBatch(b) && v.Valid {
+		t.Fatal("valid batch not recognised as a batch")
+	}
+	parts, err := protocol.SplitEnvelopeBatch(b)
+	if !v.Valid {
+		if err == nil {
+			t.Fatalf("batch of %d accepted", len(parts))
+		}
+		if !errors.Is(err, protocol.ErrMalformed) {
+			t.Fatalf("error %v does not wrap ErrMalformed", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("SplitEnvelopeBatch: %v", err)
+	}
+	var ms []envelopeMeaning
+	if err := strictUnmarshal(v.Meaning, &ms); err != nil {
+		t.Fatalf("meaning: %v", err)
+	}
+	if len(parts) != len(ms) {
+		t.Fatalf("%d envelopes, want %d", len(parts), len(ms))
+	}
+	encs := make([][]byte, len(ms))
+	for i := range ms {
+		e, err := protocol.DecodeEnvelope(parts[i], v.limits())
+		if err != nil {
+			t.Fatalf("envelope %d: %v", i, err)
+		}
+		want, err := ms[i].envelope()
+		if err != nil {
+			t.Fatalf("meaning %d: %v", i, err)
+		}
+		if !envelopesEqual(&e, &want) {
+			t.Fatalf("envelope %d: decoded %+v\nwant    %+v", i, e, want)
+		}
+		if encs[i], err = protocol.EncodeEnvelope(&want); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if enc := protocol.AppendEnvelopeBatch(nil, encs); v.Canonical && !bytes.Equal(enc, b) {
+		t.Fatalf("re-encoded bytes differ\n got %x\nwant %s", enc, v.Hex)
+	}
+}
+
 func checkHeartbeatVector(t *testing.T, v *vector) {
 	b := v.bytes(t)
 	h, err := protocol.DecodeHeartbeat(b)
@@ -444,7 +494,7 @@ const protocolDoc = "../PROTOCOL.md"
 var (
 	docSpan   = regexp.MustCompile("`([^`]+)`")
 	docHex    = regexp.MustCompile(`^[0-9a-f]{2}( ?[0-9a-f]{2}){5,}$`) // at least 6 bytes, optionally spaced
-	docVector = regexp.MustCompile(`^(client|server|invalid|envelope|heartbeat)/[a-z0-9-]+$`)
+	docVector = regexp.MustCompile(`^(client|server|invalid|envelope|heartbeat|batch)/[a-z0-9-]+$`)
 )
 
 // TestProtocolDocHex checks PROTOCOL.md against vectors.json: every hex
@@ -674,6 +724,7 @@ type vectorSpec struct {
 	frame *protocol.Frame
 	env   *protocol.Envelope
 	hb    *protocol.Heartbeat
+	batch []*protocol.Envelope
 	// raw is hand-built MessagePack, for non-canonical and invalid vectors.
 	raw     string
 	valid   bool
@@ -685,7 +736,7 @@ type vectorSpec struct {
 func generateVectors() ([]byte, error) {
 	vf := vectorFile{Comment: []string{
 		"Hearth protocol v1 golden test vectors. Format: PROTOCOL.md, section 'Test vectors'.",
-		"kind: frame (WebSocket binary message), envelope (AMQP body on hearth.ingress) or heartbeat (AMQP body on hearth.control); direction: client or server (frames). Skip kinds you do not know.",
+		"kind: frame (WebSocket binary message), envelope (AMQP body on hearth.ingress), batch (AMQP body on hearth.ingress holding several envelopes; meaning is the list of envelopes) or heartbeat (AMQP body on hearth.control); direction: client or server (frames). Skip kinds you do not know.",
 		"hex: the MessagePack bytes. meaning: the decoded map with wire key names; 'body' is hex-encoded; absent key = zero value.",
 		"valid=false frames: an edge answers with an error frame carrying error_code. valid=false envelopes and heartbeats: hubs drop them.",
 		"canonical=true: the bytes are exactly what Hearth's Go encoder writes for meaning (fixed-width integers, keys in wire order).",
@@ -706,6 +757,16 @@ func generateVectors() ([]byte, error) {
 		case s.hb != nil:
 			enc, err = protocol.EncodeHeartbeat(s.hb)
 			meaning = heartbeatMeaning{ID: s.hb.ID, Inc: s.hb.Incarnation, Leaving: s.hb.Leaving}
+		case s.batch != nil:
+			encs := make([][]byte, len(s.batch))
+			ms := make([]envelopeMeaning, len(s.batch))
+			for i, e := range s.batch {
+				if encs[i], err = protocol.EncodeEnvelope(e); err != nil {
+					break
+				}
+				ms[i] = toEnvelopeMeaning(e)
+			}
+			enc, meaning = protocol.AppendEnvelopeBatch(nil, encs), ms
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.name, err)
@@ -1062,7 +1123,25 @@ func vectorSpecs() []vectorSpec {
 		{name: "envelope/invalid-trailing-byte", kind: "envelope",
 			raw: cat(mpMap(4), mpKV("v", mpUint(1)), mpKV("k", mpUint(3)), mpKV("user", mpStr("billing-svc")),
 				mpKV("f", cat(mpMap(3), mpKV("t", mpUint(3)), mpKV("room", mpStr("lobby")), mpKV("cmid", mpStr("c")))), "00")},
-		{name: "envelope/invalid-not-a-map", kind: "envelope", raw: cat("92", mpUint(1), mpUint(3))},
+		{name: "envelope/invalid-not-a-map", kind: "envelope", raw: cat("92", mpUint(1), mpUint(3)),
+			note: "an array on hearth.ingress is read as a batch; this one holds no bin and is dropped"},
+
+		// Envelope batches on hearth.ingress: an array of bin, each one
+		// envelope, all for the same shard.
+		{name: "batch/two-envelopes", kind: "batch", valid: true,
+			batch: []*protocol.Envelope{
+				{V: 1, Kind: protocol.KindClient, Edge: "edge-1", Conn: "a1b2c3-1", User: "alice", TS: tsExample, Frame: *join},
+				{V: 1, Kind: protocol.KindClient, Edge: "edge-1", Conn: "a1b2c3-1", User: "alice", TS: tsExample, Frame: *publish},
+			},
+			note: "envelope/client-join then envelope/client-publish in one AMQP message; the hub processes them in this order and acknowledges the message once"},
+		{name: "batch/one-envelope", kind: "batch", valid: true,
+			batch: []*protocol.Envelope{{V: 1, Kind: protocol.KindIntegrator, User: "billing-svc", TS: tsExample, Frame: protocol.Frame{Type: protocol.TypePublish, Room: "lobby", CMID: "invoice-77", Body: []byte("paid")}}}},
+		{name: "batch/invalid-empty", kind: "batch", raw: "90", note: "a batch holds 1 to 1024 envelopes"},
+		{name: "batch/invalid-element-not-bin", kind: "batch",
+			raw:  cat("91", mpMap(4), mpKV("v", mpUint(1)), mpKV("k", mpUint(3)), mpKV("user", mpStr("billing-svc")), mpKV("f", cat(mpMap(3), mpKV("t", mpUint(3)), mpKV("room", mpStr("lobby")), mpKV("cmid", mpStr("c"))))),
+			note: "elements are bin holding an encoded envelope, not the envelope map itself"},
+		{name: "batch/invalid-cut-short", kind: "batch", raw: cat("92", mpBin([]byte{0x80})), note: "announces two elements, holds one"},
+		{name: "batch/invalid-trailing-byte", kind: "batch", raw: cat("91", mpBin([]byte{0x80}), "00")},
 
 		// Liveness announcements on hearth.control.
 		{name: "heartbeat/edge", kind: "heartbeat", valid: true,
