@@ -16,8 +16,9 @@
 // ends has returned.
 //
 // Publishing to the default exchange "" routes by queue name: the message
-// goes to the queue named by its key, and Publish fails with ErrUnroutable
-// when it reaches none. It is how Hearth appends to a stream.
+// goes to the queue named by its key, and Publish (or PublishBatch) fails
+// with ErrUnroutable when it reaches none. It is how Hearth appends to a
+// stream.
 package broker
 
 import (
@@ -367,6 +368,20 @@ type Broker interface {
 	// error. The default exchange "" delivers to the queue named m.Key, or
 	// fails with ErrUnroutable; other exchanges drop what matches no binding.
 	Publish(ctx context.Context, exchange string, m Message) error
+	// PublishBatch sends msgs to exchange, in order, and returns once the
+	// broker has confirmed every one of them; each message is routed as
+	// Publish routes it. The messages reach each queue in the order given
+	// (other publishers' messages may come between them). The AMQP broker
+	// sends them one after another on its publish channel without waiting
+	// in between, so a batch costs about one round trip, not one per
+	// message. The error is that of the first message, in msgs' order, that
+	// failed, with Publish's sentinels (ErrNacked, ErrUnroutable on the
+	// default exchange, ErrUnavailable, ErrNotFound) or ctx's error. On an
+	// error, messages other than the failed one may or may not have been
+	// published: those after it usually were, having been sent before its
+	// answer came, so a caller that publishes the batch again must tolerate
+	// duplicates. An empty batch is a no-op and returns nil.
+	PublishBatch(ctx context.Context, exchange string, msgs []Message) error
 	// Consume starts a consumer that calls h for each delivery until ctx is
 	// done or Close is called. It survives reconnects: the consumer is
 	// re-established after the broker comes back. See ConsumeSpec for its

@@ -142,15 +142,18 @@ type pubChannel struct {
 }
 
 // returnBuffer bounds the returns of mandatory publishes waiting to be
-// drained (each mandatory publish drains them when it ends). When it is
-// full, amqp091's reader waits up to 5s and then drops the return, whose
-// publish then succeeds: only past that many unroutable publishes to the
-// default exchange awaiting their confirms at once.
+// drained (each mandatory publish drains them when it starts and when it
+// ends). When it is full, amqp091's reader waits up to 5s and then drops
+// the return, whose publish then succeeds: only past that many unroutable
+// publishes to the default exchange awaiting their confirms at once.
 const returnBuffer = 256
 
 // beginMandatory registers a mandatory publish and returns its MessageId.
+// It drains returns too, so that a long batch of mandatory publishes does
+// not fill returns before it starts waiting for its confirms.
 func (pc *pubChannel) beginMandatory() string {
 	pc.retMu.Lock()
+	pc.drainLocked()
 	pc.mandatory++
 	pc.retMu.Unlock()
 	return "hearth-" + strconv.FormatUint(pc.ids.Add(1), 10)
@@ -504,11 +507,80 @@ func (b *AMQP) watchPubChannel(conn *amqp.Connection, pc *pubChannel, closes cha
 // it exists (a passive declare on a scratch channel), so that publishing to a
 // missing exchange does not close the channel shared by concurrent publishes.
 func (b *AMQP) Publish(ctx context.Context, exchange string, m Message) error {
+	pc, err := b.publishChannel(ctx, exchange)
+	if err != nil {
+		return err
+	}
+	p, err := pc.send(ctx, exchange, &m)
+	if p.id != "" {
+		defer pc.endMandatory(p.id)
+	}
+	if err != nil {
+		return err
+	}
+	return pc.confirm(ctx, exchange, p)
+}
+
+// PublishBatch sends msgs one after another on the publish channel, without
+// waiting in between, then waits for their confirms in order: a batch costs
+// one round trip. Each message has Publish's outcomes; the error returned is
+// that of the first message, in msgs' order, that failed. When sending
+// fails part way (the channel closed), the messages not sent count as
+// failed with that error. When ctx ends, PublishBatch returns ctx's error
+// at once; the outcome of the messages not yet confirmed is unknown.
+func (b *AMQP) PublishBatch(ctx context.Context, exchange string, msgs []Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	pc, err := b.publishChannel(ctx, exchange)
+	if err != nil {
+		return err
+	}
+	sent := make([]pending, 0, len(msgs))
+	defer func() {
+		for _, p := range sent {
+			if p.id != "" {
+				pc.endMandatory(p.id)
+			}
+		}
+	}()
+	var sendErr error
+	for i := range msgs {
+		p, err := pc.send(ctx, exchange, &msgs[i])
+		if err != nil {
+			if p.id != "" {
+				pc.endMandatory(p.id)
+			}
+			sendErr = err
+			break
+		}
+		sent = append(sent, p)
+	}
+	var first error
+	for _, p := range sent {
+		err := pc.confirm(ctx, exchange, p)
+		if err != nil && ctx.Err() != nil {
+			return err // the rest would wait for ctx too
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = sendErr
+	}
+	return first
+}
+
+// publishChannel returns the channel to publish to exchange on: it fails
+// with ErrClosed, ctx's error, or ErrUnavailable while disconnected or
+// blocked, and checks that exchange exists (checkExchange).
+func (b *AMQP) publishChannel(ctx context.Context, exchange string) (*pubChannel, error) {
 	if b.ctx.Err() != nil {
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	// Blocked first: a blocked connection stalls every method, even the
 	// channel.open of checkExchange.
@@ -516,15 +588,29 @@ func (b *AMQP) Publish(ctx context.Context, exchange string, m Message) error {
 	pc, blocked := b.pub.ch, b.pub.blocked
 	b.pub.mu.Unlock()
 	if pc == nil {
-		return fmt.Errorf("publishing to exchange %q: %w", exchange, ErrUnavailable)
+		return nil, fmt.Errorf("publishing to exchange %q: %w", exchange, ErrUnavailable)
 	}
 	if blocked != "" {
-		return fmt.Errorf("publishing to exchange %q: RabbitMQ blocked publishing (%s): %w", exchange, blocked, ErrUnavailable)
+		return nil, fmt.Errorf("publishing to exchange %q: RabbitMQ blocked publishing (%s): %w", exchange, blocked, ErrUnavailable)
 	}
 	if err := b.checkExchange(exchange); err != nil {
-		return err
+		return nil, err
 	}
+	return pc, nil
+}
 
+// pending is a message sent on a publish channel, awaiting its confirm.
+type pending struct {
+	dc  *amqp.DeferredConfirmation
+	key string
+	id  string // MessageId of a mandatory publish; "" for others
+}
+
+// send publishes m on pc without waiting for the confirm. A publish to the
+// default exchange is mandatory: send registers it (beginMandatory) and
+// returns its id, also on error, and the caller calls endMandatory(id)
+// once it no longer waits for the outcome.
+func (pc *pubChannel) send(ctx context.Context, exchange string, m *Message) (pending, error) {
 	p := amqp.Publishing{Body: m.Body, Type: m.Type}
 	if m.Persistent {
 		p.DeliveryMode = amqp.Persistent
@@ -538,41 +624,47 @@ func (b *AMQP) Publish(ctx context.Context, exchange string, m Message) error {
 			p.Headers[headerRoom] = m.Room
 		}
 	}
+	out := pending{key: m.Key}
 	mandatory := exchange == ""
-	var id string
 	if mandatory {
-		id = pc.beginMandatory()
-		p.MessageId = id
-		defer pc.endMandatory(id)
+		out.id = pc.beginMandatory()
+		p.MessageId = out.id
 	}
 	dc, err := pc.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, m.Key, mandatory, false, p)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return ctxErr
+			return out, ctxErr
 		}
 		if errors.Is(err, amqp.ErrClosed) || pc.ch.IsClosed() {
-			return fmt.Errorf("publishing to exchange %q: %w (%v)", exchange, ErrUnavailable, err)
+			return out, fmt.Errorf("publishing to exchange %q: %w (%v)", exchange, ErrUnavailable, err)
 		}
-		return fmt.Errorf("publishing to exchange %q: %w", exchange, err)
+		return out, fmt.Errorf("publishing to exchange %q: %w", exchange, err)
 	}
 	if dc == nil {
-		return fmt.Errorf("publishing to exchange %q: channel not in confirm mode: %w", exchange, ErrUnavailable)
+		return out, fmt.Errorf("publishing to exchange %q: channel not in confirm mode: %w", exchange, ErrUnavailable)
 	}
+	out.dc = dc
+	return out, nil
+}
+
+// confirm waits for the confirm of p, sent on pc, and maps its outcome to
+// the package's errors.
+func (pc *pubChannel) confirm(ctx context.Context, exchange string, p pending) error {
 	select {
-	case <-dc.Done():
+	case <-p.dc.Done():
 	case <-ctx.Done():
 		return fmt.Errorf("publishing to exchange %q: waiting for the confirm: %w", exchange, ctx.Err())
 	}
-	if dc.Acked() {
-		if mandatory && pc.wasReturned(id) {
-			return fmt.Errorf("publishing to queue %q through the default exchange: %w", m.Key, ErrUnroutable)
+	if p.dc.Acked() {
+		if p.id != "" && pc.wasReturned(p.id) {
+			return fmt.Errorf("publishing to queue %q through the default exchange: %w", p.key, ErrUnroutable)
 		}
 		return nil
 	}
 	// amqp091 completes unconfirmed publishes with a nack when the channel
 	// closes, after marking it closed: an open channel means a real nack.
 	if !pc.ch.IsClosed() {
-		return fmt.Errorf("publishing to exchange %q with key %q: %w", exchange, m.Key, ErrNacked)
+		return fmt.Errorf("publishing to exchange %q with key %q: %w", exchange, p.key, ErrNacked)
 	}
 	select {
 	case <-pc.done:

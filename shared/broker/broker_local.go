@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -216,6 +217,29 @@ func (l *Local) Publish(ctx context.Context, exchange string, m Message) error {
 		return fmt.Errorf("publishing to exchange %q with key %q: %w", exchange, m.Key, ErrNacked)
 	}
 	return nil
+}
+
+// PublishBatch publishes msgs in order, as Publish does each. As with
+// RabbitMQ, where the messages after a refused one are already on their
+// way, a message refused by a queue (ErrNacked) or unroutable on the default
+// exchange (ErrUnroutable) does not stop the rest; any other error (a
+// missing exchange, the broker closed, ctx done) does. It returns the first
+// error.
+func (l *Local) PublishBatch(ctx context.Context, exchange string, msgs []Message) error {
+	var first error
+	for i := range msgs {
+		err := l.Publish(ctx, exchange, msgs[i])
+		if err == nil {
+			continue
+		}
+		if first == nil {
+			first = err
+		}
+		if !errors.Is(err, ErrNacked) && !errors.Is(err, ErrUnroutable) {
+			break
+		}
+	}
+	return first
 }
 
 // Consume starts a consumer on queue. It fails with ErrNotFound for a

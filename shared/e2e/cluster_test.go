@@ -295,6 +295,13 @@ type cutBroker struct {
 // crashEdge cuts edge i off the broker.
 func (c *cluster) crashEdge(i int) { c.cuts[i].cut.Store(true) }
 
+func (b *cutBroker) PublishBatch(ctx context.Context, exchange string, ms []broker.Message) error {
+	if b.cut.Load() {
+		return broker.ErrUnavailable
+	}
+	return b.Broker.PublishBatch(ctx, exchange, ms)
+}
+
 func (b *cutBroker) Publish(ctx context.Context, exchange string, m broker.Message) error {
 	if b.cut.Load() {
 		return broker.ErrUnavailable

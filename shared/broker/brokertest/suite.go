@@ -76,6 +76,10 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker, opts Options)
 		{"CloseIdempotent", testClose},
 		{"DefaultExchange", testDefaultExchange},
 		{"DefaultExchangeConcurrent", testDefaultExchangeConcurrent},
+		{"PublishBatchOrder", testPublishBatchOrder},
+		{"PublishBatchEmpty", testPublishBatchEmpty},
+		{"PublishBatchUnroutable", testPublishBatchUnroutable},
+		{"PublishBatchNacked", testPublishBatchNacked},
 		{"StreamValidation", testStreamValidation},
 		{"StreamFromFirst", testStreamFirst},
 		{"StreamFromNext", testStreamNext},
@@ -1443,6 +1447,152 @@ func testOnIdleBeforeStop(e *env) {
 	e.publish(x, "k", "last")
 	e.waitClosed(stopped, "OnStop")
 	if got, want := log.get(), []string{"last", "idle", "stop"}; !slices.Equal(got, want) {
+		e.t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// batch returns n messages with key and bodies "<prefix>0", "<prefix>1", ...
+func batch(key, prefix string, n int) []broker.Message {
+	msgs := make([]broker.Message, n)
+	for i := range msgs {
+		msgs[i] = broker.Message{Key: key, Body: fmt.Appendf(nil, "%s%d", prefix, i)}
+	}
+	return msgs
+}
+
+// bodiesOf returns the bodies of msgs.
+func bodiesOf(msgs []broker.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = string(m.Body)
+	}
+	return out
+}
+
+// testPublishBatchOrder publishes batches to a queue with a running
+// consumer, two of them concurrently: every message arrives once, each
+// batch in its order, with its properties.
+func testPublishBatchOrder(e *env) {
+	const n = 200
+	x := e.exchange()
+	q := e.boundedQueue()
+	e.bind(q, x, "k")
+	c := e.consume(e.ctx, broker.ConsumeSpec{Queue: q}, true)
+	first := batch("k", "a", n)
+	first[7] = broker.Message{Key: "k", Body: []byte("a7"), Persistent: true, Type: "t", Conn: "c-1", Room: "lobby"}
+	if err := e.b.PublishBatch(e.ctx, x, first); err != nil {
+		e.t.Fatalf("PublishBatch: %v", err)
+	}
+	e.waitLen(c, n, "the batch")
+	if got, want := c.bodies(), bodiesOf(first); !slices.Equal(got, want) {
+		e.t.Fatalf("got %q, want %q", got, want)
+	}
+	if d := c.get(7); !d.Persistent || d.Type != "t" || d.Conn != "c-1" || d.Room != "lobby" || d.Exchange != x {
+		e.t.Fatalf("message 7 lost its properties: %+v", d)
+	}
+	// Two batches at once: each keeps its own order.
+	batches := [][]broker.Message{batch("k", "b", n), batch("k", "c", n)}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(batches))
+	for _, msgs := range batches {
+		wg.Go(func() { errs <- e.b.PublishBatch(e.ctx, x, msgs) })
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			e.t.Fatalf("concurrent PublishBatch: %v", err)
+		}
+	}
+	e.waitLen(c, 3*n, "the concurrent batches")
+	var gotB, gotC []string
+	for _, b := range c.bodies()[n:] {
+		switch b[0] {
+		case 'b':
+			gotB = append(gotB, b)
+		case 'c':
+			gotC = append(gotC, b)
+		}
+	}
+	if !slices.Equal(gotB, bodiesOf(batches[0])) || !slices.Equal(gotC, bodiesOf(batches[1])) {
+		e.t.Fatalf("a concurrent batch lost its order or messages:\n%q\n%q", gotB, gotC)
+	}
+}
+
+// testPublishBatchEmpty: an empty batch does nothing, not even fail; a
+// non-empty one fails like Publish on a done ctx or a missing exchange.
+func testPublishBatchEmpty(e *env) {
+	x := e.exchange()
+	q := e.boundedQueue()
+	e.bind(q, x, "k")
+	c := e.consume(e.ctx, broker.ConsumeSpec{Queue: q}, true)
+	cancelled, cancel := context.WithCancel(e.ctx)
+	cancel()
+	missing := "hearth-test.no-such-exchange." + randomHex(4)
+	for _, tc := range []struct {
+		ctx context.Context
+		x   string
+	}{{e.ctx, x}, {cancelled, x}, {e.ctx, missing}, {e.ctx, ""}} {
+		for _, msgs := range [][]broker.Message{nil, {}} {
+			if err := e.b.PublishBatch(tc.ctx, tc.x, msgs); err != nil {
+				e.t.Fatalf("PublishBatch(%q) of %d messages (ctx err %v): %v", tc.x, len(msgs), tc.ctx.Err(), err)
+			}
+		}
+	}
+	err := e.b.PublishBatch(cancelled, x, batch("k", "late", 2))
+	expectErr(e.t, err, context.Canceled, "PublishBatch with a cancelled context")
+	err = e.b.PublishBatch(e.ctx, missing, batch("k", "lost", 2))
+	expectErr(e.t, err, broker.ErrNotFound, "PublishBatch to a missing exchange")
+	e.publish(x, "k", "end")
+	e.waitBody(c, "end")
+	if got := c.bodies(); !slices.Equal(got, []string{"end"}) {
+		e.t.Fatalf("got %q, want [end]", got)
+	}
+}
+
+// testPublishBatchUnroutable publishes batches to the default exchange: a
+// message for a missing queue fails the batch with ErrUnroutable, and the
+// messages for the existing queue, before and after it, arrive in order.
+func testPublishBatchUnroutable(e *env) {
+	q := e.boundedQueue()
+	c := e.consume(e.ctx, broker.ConsumeSpec{Queue: q}, true)
+	missing := "hearth-test.no-such-queue." + randomHex(4)
+	msgs := []broker.Message{
+		{Key: q, Body: []byte("before")},
+		{Key: missing, Body: []byte("dropped")},
+		{Key: q, Body: []byte("after")},
+	}
+	err := e.b.PublishBatch(e.ctx, "", msgs)
+	expectErr(e.t, err, broker.ErrUnroutable, "a default-exchange batch with a message for a missing queue")
+	// More unroutable messages than the AMQP broker buffers returns for.
+	err = e.b.PublishBatch(e.ctx, "", batch(missing, "m", 300))
+	expectErr(e.t, err, broker.ErrUnroutable, "a default-exchange batch to a missing queue")
+	// Nothing is left over: a good batch succeeds.
+	if err := e.b.PublishBatch(e.ctx, "", batch(q, "ok", 3)); err != nil {
+		e.t.Fatalf("PublishBatch to an existing queue: %v", err)
+	}
+	e.publish("", q, "end")
+	e.waitBody(c, "end")
+	if got, want := c.bodies(), []string{"before", "after", "ok0", "ok1", "ok2", "end"}; !slices.Equal(got, want) {
+		e.t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+// testPublishBatchNacked fills a reject-publish queue with a batch: the
+// batch fails with ErrNacked, and the queue holds what fitted, in order.
+func testPublishBatchNacked(e *env) {
+	x := e.exchange()
+	q := e.queue(broker.QueueSpec{MaxLength: 2, Overflow: broker.RejectPublish})
+	e.bind(q, x, "k")
+	err := e.b.PublishBatch(e.ctx, x, batch("k", "m", 4))
+	expectErr(e.t, err, broker.ErrNacked, "a batch overflowing a reject-publish queue")
+	c := e.consume(e.ctx, broker.ConsumeSpec{Queue: q}, true)
+	e.waitLen(c, 2, "the messages that fitted")
+	if err := e.b.PublishBatch(e.ctx, x, batch("k", "n", 2)); err != nil {
+		e.t.Fatalf("PublishBatch with room again: %v", err)
+	}
+	e.waitLen(c, 4, "the second batch")
+	if got, want := c.bodies(), []string{"m0", "m1", "n0", "n1"}; !slices.Equal(got, want) {
 		e.t.Fatalf("got %q, want %q", got, want)
 	}
 }
