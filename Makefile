@@ -38,7 +38,7 @@ lint:
 
 ## bench: micro-benchmarks with allocation counts (compare runs with benchstat)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./protocol/ ./edge/ | tee bench.txt
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./protocol/ ./edge/ ./hub/ | tee bench.txt
 
 ## bench-load: a short run of every load scenario against a local pipeline on a
 ## private RabbitMQ (under 5 minutes); results and reports in docs/bench/

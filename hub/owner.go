@@ -16,8 +16,9 @@ import (
 // single-active-consumer queues, so RabbitMQ itself delivers a shard to one
 // consumer at a time, and a new owner's consumer stays standby until the
 // previous one is gone. A released shard's consumer stops after its
-// in-flight envelope, and closing its channel returns the unacknowledged
-// rest to the queue, in order, for the next owner.
+// batch in progress (the consumer's OnIdle processes what was collected),
+// and closing its channel returns the unacknowledged rest to the queue, in
+// order, for the next owner.
 type owner struct {
 	w *Worker
 
@@ -94,6 +95,9 @@ func (o *owner) acquire(k int) {
 		// is single-active-consumer. Replay on its first delivery, which
 		// comes only once RabbitMQ made this consumer the active one.
 		OnStart: sh.invalidate,
+		// The handler collects deliveries; a run of them that arrived
+		// together is processed as one batch here.
+		OnIdle: sh.flush,
 		OnStop: func() {
 			close(s.stopped)
 			o.mu.Lock()

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync/atomic"
@@ -11,19 +12,79 @@ import (
 	"github.com/hearth-gateway/hearth/shared/broker"
 )
 
-// shard is one ingress shard this hub owns. Its state and counters are
-// touched only by the shard's consumer goroutine (handle and start).
+// shard is one ingress shard this hub owns. Everything in it is touched
+// only by the shard's consumer goroutine: handle (the consumer's handler),
+// flush (its OnIdle) and invalidate (its OnStart).
+//
+// A shard processes its envelopes in batches: handle collects the
+// deliveries that arrive together, and flush processes them as one batch
+// (see process), so that a burst costs two broker round trips (the state
+// records, then the broadcasts and replies) rather than three per envelope.
 type shard struct {
 	w  *Worker
 	n  int
 	st *state
+	// stream is the shard's state stream, hearth.state.<n>.
+	stream string
 	// appended counts records written since the last snapshot.
 	appended int
-	// stale is set by each (re)subscription: the state must be replayed
-	// before the next envelope, because another hub may have owned the
-	// shard meanwhile.
+	// stale is set by each (re)subscription, and by a batch that failed:
+	// the state must be replayed before the next batch, because another
+	// hub may have owned the shard meanwhile, or because the state holds
+	// records that did not reach the stream.
 	stale atomic.Bool
+	// maxBatch bounds a batch's deliveries, and its envelopes but for the
+	// last delivery's (an envelope batch is never split).
+	maxBatch int
+	// batch is the batch being collected and processed.
+	batch batch
+	// edgeKeys caches the egress routing key of the edges replied to.
+	edgeKeys map[string]string
 }
+
+// batch is what a shard collected since its last flush, and what
+// processing it produces. Its slices are reused from batch to batch.
+type batch struct {
+	// entries are the deliveries, in order.
+	entries []entry
+	// envs holds the envelopes of every entry, in order.
+	envs []protocol.Envelope
+	// records are the encoded state records to append, in order.
+	records []broker.Message
+	// egress are the broadcasts and replies to publish once the records
+	// are durable, in order.
+	egress []broker.Message
+	// messages counts the room messages sequenced, for the stats.
+	messages uint64
+}
+
+// entry is one delivery and the envelopes it carries, envs[first:end].
+// They are processed in order, and the delivery is settled once, after all
+// of them.
+type entry struct {
+	d          *broker.Delivery
+	first, end int
+}
+
+// maxBatchCap bounds a batch whatever the prefetch.
+const maxBatchCap = 256
+
+// batchLimit is the largest batch for a consumer prefetch: half of it, so
+// that while a full batch is being processed the broker can already send
+// the deliveries of the next one.
+func batchLimit(prefetch int) int {
+	return min(maxBatchCap, max(1, prefetch/2))
+}
+
+// failureBackoff is how long a shard waits after returning a batch to its
+// queue, before the broker delivers it again.
+const failureBackoff = 200 * time.Millisecond
+
+// errWrongShard is why an envelope routed to the wrong shard is dropped.
+var errWrongShard = errors.New("hub: envelope routed to the wrong shard")
+
+// maxEdgeKeys bounds shard.edgeKeys; past it the cache starts again.
+const maxEdgeKeys = 1024
 
 // invalidate marks the state stale; it runs as the consumer's OnStart.
 func (sh *shard) invalidate() error {
@@ -32,12 +93,16 @@ func (sh *shard) invalidate() error {
 }
 
 func newShard(w *Worker, n int) *shard {
-	return &shard{w: w, n: n, st: newState(w.limits())}
+	return &shard{
+		w: w, n: n, st: newState(w.limits()), stream: stateQueue(n),
+		maxBatch: batchLimit(w.cfg.Prefetch), edgeKeys: make(map[string]string),
+	}
 }
 
-// replay rebuilds the shard from its log. It runs before the first
-// envelope of each subscription, when this consumer is the active one and
-// the previous owner has stopped, so the log holds all it wrote.
+// replay rebuilds the shard from its log. It runs before the first batch
+// of each subscription, when this consumer is the active one and the
+// previous owner has stopped, so the log holds all it wrote; and after a
+// failed batch, whose records may be in the log in part.
 func (sh *shard) replay() error {
 	w := sh.w
 	begin := time.Now()
@@ -57,50 +122,183 @@ func (sh *shard) replay() error {
 	return nil
 }
 
-// handle processes one envelope. It acknowledges the delivery once every
-// record, broadcast and reply it caused is confirmed by the broker; on a
-// broker failure it returns the envelope to the queue.
+// handle adds one delivery to the batch, and processes the batch once it
+// is full; otherwise the consumer's OnIdle does, after the deliveries that
+// arrived together. A delivery with nothing to process is acknowledged at
+// once.
 func (sh *shard) handle(d *broker.Delivery) {
+	b := &sh.batch
+	first := len(b.envs)
+	b.envs = sh.decode(d, b.envs)
+	if len(b.envs) == first {
+		_ = d.Ack()
+		return
+	}
+	b.entries = append(b.entries, entry{d: d, first: first, end: len(b.envs)})
+	if len(b.entries) >= sh.maxBatch || len(b.envs) >= sh.maxBatch {
+		sh.flush()
+	}
+}
+
+// decode appends the envelopes d carries to envs: its body is one envelope
+// or an envelope batch (PROTOCOL.md §9.3). It drops, counts and logs once
+// what it cannot process: a malformed batch whole, an envelope that is
+// malformed or belongs to another shard alone.
+func (sh *shard) decode(d *broker.Delivery, envs []protocol.Envelope) []protocol.Envelope {
+	w := sh.w
+	var bad int
+	var why error
+	if !protocol.IsEnvelopeBatch(d.Body) {
+		envs, why = sh.decodeOne(d.Body, envs)
+		if why != nil {
+			bad = 1
+		}
+	} else if parts, err := protocol.SplitEnvelopeBatch(d.Body); err != nil {
+		bad, why = 1, err
+	} else {
+		for _, p := range parts {
+			var err error
+			if envs, err = sh.decodeOne(p, envs); err != nil {
+				bad, why = bad+1, err
+			}
+		}
+	}
+	if bad > 0 {
+		w.stats.badEnvelopes.Add(uint64(bad))
+		w.log.Warn().Err(why).Int("shard", sh.n).Int("dropped", bad).Msg("dropping bad envelopes")
+	}
+	return envs
+}
+
+// decodeOne appends the envelope encoded in b to envs, or says why not.
+func (sh *shard) decodeOne(b []byte, envs []protocol.Envelope) ([]protocol.Envelope, error) {
+	w := sh.w
+	env, err := protocol.DecodeEnvelope(b, protocol.Limits{MaxBody: w.cfg.MaxBody})
+	if err != nil {
+		return envs, err
+	}
+	if env.Kind != protocol.KindTick {
+		if want := protocol.ShardOf(env.Frame.Room, w.cfg.Topology.NumShards()); want != sh.n {
+			return envs, fmt.Errorf("%w: room %q belongs to shard %d, not %d", errWrongShard, env.Frame.Room, want, sh.n)
+		}
+	}
+	return append(envs, env), nil
+}
+
+// flush processes the batch and settles its deliveries: all acknowledged
+// once everything they caused is confirmed by the broker, or all returned
+// to the queue, in order, when something failed. It runs as the
+// consumer's OnIdle, and from handle when the batch is full.
+func (sh *shard) flush() {
+	b := &sh.batch
+	if len(b.entries) == 0 {
+		return
+	}
+	defer b.reset()
 	w := sh.w
 	if sh.stale.Load() {
 		if err := sh.replay(); err != nil {
-			_ = d.Nack(true)
-			time.Sleep(200 * time.Millisecond) // back off before the redelivery retries the replay
+			b.settle(false)
+			time.Sleep(failureBackoff) // before the redeliveries retry the replay
 			return
 		}
 		sh.stale.Store(false)
 	}
-	env, err := protocol.DecodeEnvelope(d.Body, protocol.Limits{MaxBody: w.cfg.MaxBody})
-	if err != nil {
-		w.stats.badEnvelopes.Add(1)
-		w.log.Warn().Err(err).Int("shard", sh.n).Msg("dropping bad envelope")
-		_ = d.Ack()
+	if err := sh.process(); err != nil {
+		// The state holds records of the batch that may not all be in the
+		// stream: rebuild it from the stream before the next batch. The
+		// redelivered envelopes are safe to process again: a publish whose
+		// record made it is answered from the de-duplication window (and
+		// broadcast again, being redelivered), a join or leave that made
+		// it is found done, a read position only moves forward.
+		sh.stale.Store(true)
+		w.log.Warn().Err(err).Int("shard", sh.n).Int("deliveries", len(b.entries)).
+			Msg("batch not processed; requeued, the shard state will be replayed")
+		b.settle(false)
+		time.Sleep(failureBackoff) // a failure that persists must not spin on replays
 		return
 	}
-	if env.Kind == protocol.KindTick {
-		err = sh.tick()
-	} else if want := protocol.ShardOf(env.Frame.Room, w.cfg.Topology.NumShards()); want != sh.n {
-		w.stats.badEnvelopes.Add(1)
-		w.log.Warn().Str("room", env.Frame.Room).Int("shard", sh.n).Int("want", want).Msg("dropping envelope routed to the wrong shard")
-		_ = d.Ack()
-		return
-	} else {
-		err = sh.dispatch(&env, d.Redelivered)
+	b.settle(true)
+	w.stats.batches.Add(1)
+	w.stats.messages.Add(b.messages)
+	if err := sh.maybeSnapshot(); err != nil {
+		// The stream is whole without it; the next batch tries again.
+		w.log.Warn().Err(err).Int("shard", sh.n).Msg("snapshot not written")
 	}
-	w.stats.processed.Add(1)
-	if err == nil {
-		err = sh.maybeSnapshot()
-	}
-	if err != nil {
-		w.log.Warn().Err(err).Str("room", env.Frame.Room).Msg("envelope not processed; requeued")
-		_ = d.Nack(true)
-		return
-	}
-	_ = d.Ack()
 }
 
+// process runs the batch in three steps. (1) Every envelope, in order, is
+// dispatched against the state; the records it causes are applied at once,
+// so later envelopes see earlier ones (seqs, members, de-duplication), and
+// queued, with its broadcasts and replies. (2) The records are appended to
+// the stream in one confirmed publish: the batch is durably sequenced. (3)
+// Only then the broadcasts and replies go out, in order, in one confirmed
+// publish: a publisher's ack follows its message's broadcast.
+func (sh *shard) process() error {
+	b := &sh.batch
+	for _, e := range b.entries {
+		for i := e.first; i < e.end; i++ {
+			if err := sh.dispatch(&b.envs[i], e.d.Redelivered); err != nil {
+				return err
+			}
+		}
+	}
+	if err := sh.appendRecords(); err != nil {
+		return err
+	}
+	return sh.w.publishBatch(b.egress)
+}
+
+// appendRecords appends the batch's records to the shard's stream.
+func (sh *shard) appendRecords() error {
+	recs := sh.batch.records
+	if len(recs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sh.w.cfg.PublishTimeout)
+	defer cancel()
+	if err := sh.w.state.appendBatch(ctx, sh.n, recs); err != nil {
+		return err
+	}
+	sh.appended += len(recs)
+	return nil
+}
+
+// settle acknowledges every delivery of the batch (ok) or returns each to
+// its queue, in order. Errors mean the consumer is gone: the broker
+// delivers the envelopes again anyway.
+func (b *batch) settle(ok bool) {
+	for _, e := range b.entries {
+		if ok {
+			_ = e.d.Ack()
+		} else {
+			_ = e.d.Nack(true)
+		}
+	}
+}
+
+// reset empties the batch, keeping its slices' capacity and dropping what
+// they refer to.
+func (b *batch) reset() {
+	clear(b.entries)
+	b.entries = b.entries[:0]
+	clear(b.envs)
+	b.envs = b.envs[:0]
+	clear(b.records)
+	b.records = b.records[:0]
+	clear(b.egress)
+	b.egress = b.egress[:0]
+	b.messages = 0
+}
+
+// dispatch processes one envelope against the state, queuing what it
+// causes in the batch.
 func (sh *shard) dispatch(env *protocol.Envelope, redelivered bool) error {
-	if env.Kind == protocol.KindDisconnect {
+	sh.w.stats.processed.Add(1)
+	switch env.Kind {
+	case protocol.KindTick:
+		return sh.tick()
+	case protocol.KindDisconnect:
 		return sh.leave(env, false)
 	}
 	switch env.Frame.Type {
@@ -120,15 +318,16 @@ func (sh *shard) dispatch(env *protocol.Envelope, redelivered bool) error {
 	return nil
 }
 
-// commit makes rec durable, then applies it, and broadcasts the presence
-// changes it caused.
+// commit queues rec for the stream and applies it to the state at once, so
+// that the rest of the batch sees it, and queues the presence changes it
+// caused. The batch appends its records before anything it publishes.
 func (sh *shard) commit(rec *record) error {
-	ctx, cancel := context.WithTimeout(context.Background(), sh.w.cfg.PublishTimeout)
-	defer cancel()
-	if err := sh.w.state.append(ctx, sh.n, rec); err != nil {
+	body, err := encodeRecord(rec)
+	if err != nil {
 		return err
 	}
-	sh.appended++
+	b := &sh.batch
+	b.records = append(b.records, broker.Message{Key: sh.stream, Body: body, Persistent: true})
 	for _, c := range sh.st.apply(rec) {
 		if err := sh.broadcast(c.room, &protocol.Frame{Type: protocol.TypePresence, Room: c.room, User: c.user, Event: c.event}); err != nil {
 			return err
@@ -239,10 +438,11 @@ func (sh *shard) publish(env *protocol.Envelope, redelivered bool) error {
 	if err := sh.broadcast(f.Room, &msg); err != nil {
 		return err
 	}
-	sh.w.stats.messages.Add(1)
+	sh.batch.messages++
 	return sh.ack(env, rec.Seq)
 }
 
+// ack queues the publisher's ack, after the message's broadcast.
 func (sh *shard) ack(env *protocol.Envelope, seq uint64) error {
 	if env.Kind == protocol.KindIntegrator {
 		return nil
@@ -250,14 +450,14 @@ func (sh *shard) ack(env *protocol.Envelope, seq uint64) error {
 	f := &env.Frame
 	ack := protocol.Frame{Type: protocol.TypeAck, ID: f.ID, Room: f.Room, CMID: f.CMID, Seq: seq}
 	if err := sh.reply(env, protocol.MsgReply, &ack); err != nil {
-		// The message is durable and out; the sender misses only its ack
-		// and will retry, which de-duplication answers.
-		sh.w.log.Warn().Err(err).Str("room", f.Room).Uint64("seq", seq).Msg("ack not delivered")
+		// The message is sequenced; the sender misses only its ack and
+		// will retry, which de-duplication answers.
+		sh.w.log.Warn().Err(err).Str("room", f.Room).Uint64("seq", seq).Msg("ack not sent")
 	}
 	return nil
 }
 
-// rebroadcast publishes a retained message again.
+// rebroadcast queues a retained message's broadcast again.
 func (sh *shard) rebroadcast(roomName string, r *room, seq uint64) error {
 	i := sort.Search(len(r.history), func(i int) bool { return r.history[i].Seq >= seq })
 	if i == len(r.history) || r.history[i].Seq != seq {
@@ -361,16 +561,17 @@ func (sh *shard) tick() error {
 	return nil
 }
 
-// broadcast encodes f once and publishes it to the room's key.
+// broadcast encodes f once and queues it for the room's key.
 func (sh *shard) broadcast(roomName string, f *protocol.Frame) error {
 	body, err := protocol.EncodeFrame(f)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errEncode, err)
 	}
-	return sh.w.publish(protocol.RoomKey(roomName), broker.Message{Body: body})
+	sh.batch.egress = append(sh.batch.egress, broker.Message{Key: sh.st.roomKey(roomName), Body: body})
+	return nil
 }
 
-// reply sends f to the connection that sent env, with the given AMQP type.
+// reply queues f for the connection that sent env, with the given AMQP type.
 func (sh *shard) reply(env *protocol.Envelope, typ string, f *protocol.Frame) error {
 	if env.Kind == protocol.KindIntegrator {
 		return nil
@@ -379,7 +580,21 @@ func (sh *shard) reply(env *protocol.Envelope, typ string, f *protocol.Frame) er
 	if err != nil {
 		return fmt.Errorf("%w: %v", errEncode, err)
 	}
-	return sh.w.publish(protocol.EdgeKey(env.Edge), broker.Message{Body: body, Type: typ, Conn: env.Conn, Room: env.Frame.Room})
+	sh.batch.egress = append(sh.batch.egress, broker.Message{Key: sh.edgeKey(env.Edge), Body: body, Type: typ, Conn: env.Conn, Room: env.Frame.Room})
+	return nil
+}
+
+// edgeKey returns the egress routing key of edge.
+func (sh *shard) edgeKey(edge string) string {
+	if k, ok := sh.edgeKeys[edge]; ok {
+		return k
+	}
+	if len(sh.edgeKeys) >= maxEdgeKeys {
+		clear(sh.edgeKeys)
+	}
+	k := protocol.EdgeKey(edge)
+	sh.edgeKeys[edge] = k
+	return k
 }
 
 func (sh *shard) replyError(env *protocol.Envelope, typ string, code protocol.ErrorCode, text string) error {

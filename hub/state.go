@@ -66,7 +66,94 @@ type memberEntry struct {
 	Conn string `msgpack:"n"`
 }
 
-func encodeRecord(r *record) ([]byte, error) { return msgpack.Marshal(r) }
+func encodeRecord(r *record) ([]byte, error) {
+	b, err := msgpack.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("hub: encoding state record: %w", err)
+	}
+	return b, nil
+}
+
+// EncodeMsgpack writes r exactly as msgpack's reflection would — a map of
+// the non-empty fields in declaration order, "k" always, with the same
+// integer widths — without reflection's allocation per field: records are
+// encoded once per state change and again in every snapshot.
+// TestRecordEncoding holds the two to the same bytes.
+func (r *record) EncodeMsgpack(enc *msgpack.Encoder) error {
+	n := 1
+	for _, set := range [...]bool{r.Room != "", r.Seq != 0, r.User != "", r.CMID != "", r.TS != 0,
+		len(r.Body) != 0, r.Edge != "", r.Conn != "", r.Snap != nil, r.Mark != ""} {
+		if set {
+			n++
+		}
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	if err := enc.EncodeString("k"); err != nil {
+		return err
+	}
+	if err := enc.EncodeUint8(r.K); err != nil {
+		return err
+	}
+	str := func(key, v string) error {
+		if v == "" {
+			return nil
+		}
+		if err := enc.EncodeString(key); err != nil {
+			return err
+		}
+		return enc.EncodeString(v)
+	}
+	if err := str("r", r.Room); err != nil {
+		return err
+	}
+	if r.Seq != 0 {
+		if err := enc.EncodeString("s"); err != nil {
+			return err
+		}
+		if err := enc.EncodeUint64(r.Seq); err != nil {
+			return err
+		}
+	}
+	if err := str("u", r.User); err != nil {
+		return err
+	}
+	if err := str("c", r.CMID); err != nil {
+		return err
+	}
+	if r.TS != 0 {
+		if err := enc.EncodeString("t"); err != nil {
+			return err
+		}
+		if err := enc.EncodeInt64(r.TS); err != nil {
+			return err
+		}
+	}
+	if len(r.Body) != 0 {
+		if err := enc.EncodeString("b"); err != nil {
+			return err
+		}
+		if err := enc.EncodeBytes(r.Body); err != nil {
+			return err
+		}
+	}
+	if err := str("e", r.Edge); err != nil {
+		return err
+	}
+	if err := str("n", r.Conn); err != nil {
+		return err
+	}
+	if r.Snap != nil {
+		if err := enc.EncodeString("snap"); err != nil {
+			return err
+		}
+		if err := enc.Encode(r.Snap); err != nil {
+			return err
+		}
+	}
+	return str("m", r.Mark)
+}
 
 func decodeRecord(b []byte) (*record, error) {
 	var r record
@@ -104,6 +191,8 @@ type room struct {
 	reads   map[string]uint64
 	// lastActive is the shard clock of the room's last message.
 	lastActive uint64
+	// key is the room's egress routing key, once needed (roomKey).
+	key string
 }
 
 type connKey struct{ edge, conn string }
@@ -136,6 +225,19 @@ func (s *state) room(name string) *room {
 		s.rooms[name] = r
 	}
 	return r
+}
+
+// roomKey returns the egress routing key of the room name, remembered by
+// the room when it exists.
+func (s *state) roomKey(name string) string {
+	r := s.rooms[name]
+	if r == nil {
+		return protocol.RoomKey(name)
+	}
+	if r.key == "" {
+		r.key = protocol.RoomKey(name)
+	}
+	return r.key
 }
 
 // apply makes rec take effect. It returns whether a user's presence in a

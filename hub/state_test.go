@@ -1,9 +1,12 @@
 package hub
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/hearth-gateway/hearth/protocol"
 )
@@ -184,6 +187,97 @@ func TestSnapshotKeepsDedupOrder(t *testing.T) {
 	for _, c := range []string{"2", "3", "4", "5"} {
 		if _, ok := r.dedup[msgKey{"u", c}]; !ok {
 			t.Fatalf("id %s forgotten", c)
+		}
+	}
+}
+
+// plainRecord is record without its EncodeMsgpack: msgpack encodes it by
+// reflection, the format every stream written so far holds.
+type plainRecord record
+
+// TestRecordEncoding holds record.EncodeMsgpack to the bytes reflection
+// writes, so streams stay readable both ways, and checks the round trip.
+func TestRecordEncoding(t *testing.T) {
+	t.Parallel()
+	full := record{K: recMessage, Room: "r", Seq: 1<<40 + 3, User: "u", CMID: "c", TS: -5, Body: []byte{0, 0xff},
+		Edge: "e", Conn: "n", Mark: "m"}
+	cases := []record{
+		{},
+		{K: recMarker, Mark: "beef"},
+		*msg("room", 7, "ann", "cm-1"),
+		{K: recJoin, Room: "r", User: "u", Edge: "e1", Conn: "i1-1"},
+		{K: recLeave, Room: "r", User: "u", Edge: "e1", Conn: "i1-1"},
+		{K: recRead, Room: "r", User: "u", Seq: 300},
+		{K: recEdgeGone, Edge: "e1", Conn: "i2"},
+		{K: recMessage, Room: "r", Seq: 1, TS: 1700000000000, Body: []byte{}}, // empty body: omitted
+		{K: recMessage, Seq: 255, Body: make([]byte, 70000)},
+		full,
+	}
+	// Each field alone.
+	v := reflect.ValueOf(full)
+	for i := 1; i < v.NumField(); i++ {
+		one := record{K: full.K}
+		reflect.ValueOf(&one).Elem().Field(i).Set(v.Field(i))
+		cases = append(cases, one)
+	}
+	for i := range cases {
+		rec := &cases[i]
+		got, err := encodeRecord(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := msgpack.Marshal((*plainRecord)(rec))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("record %+v:\n got %x\nwant %x", rec, got, want)
+		}
+		back, err := decodeRecord(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.Body) == 0 {
+			back.Body = rec.Body // nil and empty both travel as absent
+		}
+		if !reflect.DeepEqual(back, rec) {
+			t.Fatalf("round trip: got %+v, want %+v", back, rec)
+		}
+	}
+	// A snapshot: its history records use EncodeMsgpack too, and read back.
+	st := newState(limits{historyMessages: 10, historyBytes: 1000, dedupWindow: 10})
+	for i := uint64(1); i <= 3; i++ {
+		st.apply(msg("a", i, "u", fmt.Sprint(i)))
+	}
+	st.apply(&record{K: recJoin, Room: "a", User: "u", Edge: "e", Conn: "x-1"})
+	snap := &record{K: recSnapshot, Snap: st.snapshot()}
+	got, err := encodeRecord(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := msgpack.Marshal((*plainRecord)(snap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("snapshot:\n got %x\nwant %x", got, want)
+	}
+	back, err := decodeRecord(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back.Snap, snap.Snap) {
+		t.Fatalf("snapshot round trip: got %+v, want %+v", back.Snap, snap.Snap)
+	}
+}
+
+func BenchmarkEncodeRecord(b *testing.B) {
+	rec := msg("room-name", 12345, "user-1", "client-message-id")
+	rec.TS = 1700000000000
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeRecord(rec); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -40,21 +40,33 @@ func (l *stateLog) append(ctx context.Context, n int, rec *record) error {
 	if err != nil {
 		return err
 	}
-	// The default exchange routes by queue name. Right after a broker
-	// restart RabbitMQ briefly returns stream publishes as unroutable:
-	// retry those within ctx.
+	msg := [1]broker.Message{{Key: stateQueue(n), Body: body, Persistent: true}}
+	return l.appendBatch(ctx, n, msg[:])
+}
+
+// appendBatch makes msgs, encoded records addressed to shard n's stream,
+// durable there, in order, with one confirmed publish.
+//
+// The default exchange routes by queue name. Right after a broker restart
+// RabbitMQ briefly returns stream publishes as unroutable: the batch is
+// published again, whole, within ctx. The stream may then hold a part of
+// it twice, which replays the same: applying again records that were
+// applied just before, in the same order, changes nothing (a message's seq
+// is already taken, a member already joined or gone, a read position
+// already reached).
+func (l *stateLog) appendBatch(ctx context.Context, n int, msgs []broker.Message) error {
 	for attempt := 0; ; attempt++ {
-		err = l.b.Publish(ctx, "", broker.Message{Key: stateQueue(n), Body: body, Persistent: true})
+		err := l.b.PublishBatch(ctx, "", msgs)
 		if err == nil {
 			return nil
 		}
 		if !errors.Is(err, broker.ErrUnroutable) || attempt >= 20 {
-			return fmt.Errorf("appending to %s: %w", stateQueue(n), err)
+			return fmt.Errorf("appending %d records to %s: %w", len(msgs), stateQueue(n), err)
 		}
 		select {
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
-			return fmt.Errorf("appending to %s: %w", stateQueue(n), err)
+			return fmt.Errorf("appending %d records to %s: %w", len(msgs), stateQueue(n), err)
 		}
 	}
 }

@@ -10,8 +10,10 @@
 // lives in its stream, hearth.state.<n>, and is replayed by each new owner.
 //
 // Concurrency: each owned shard has one broker consumer, and its handler
-// runs on that consumer's goroutine; a shard's rooms are touched by that
-// goroutine alone, so room state needs no lock. Shards run in parallel. The
+// and hooks run on that consumer's goroutine; a shard's rooms are touched
+// by that goroutine alone, so room state needs no lock. The handler
+// collects the deliveries that arrive together and the consumer's OnIdle
+// processes them as one batch (shard.go). Shards run in parallel. The
 // ownership loop runs on Run's goroutine.
 package hub
 
@@ -133,8 +135,8 @@ func (w *Worker) limits() limits {
 
 // Run declares the topology, joins the other hubs and keeps this hub's
 // share of the shards until ctx is done. Then it announces it is leaving
-// and releases its shards: in-flight envelopes finish, unacknowledged ones
-// go back to their queues for the next owner.
+// and releases its shards: the batches in progress finish, unacknowledged
+// envelopes go back to their queues for the next owner.
 func (w *Worker) Run(ctx context.Context) error {
 	// Everything Run starts stops when it returns, on every path.
 	ctx, cancelRun := context.WithCancel(ctx)
@@ -286,16 +288,19 @@ func (w *Worker) authorizeJoin(user, room string) error {
 	return nil
 }
 
-// publish sends one message to the egress exchange and waits for the broker.
-func (w *Worker) publish(key string, m broker.Message) error {
+// publishBatch sends msgs to the egress exchange, in order, and waits for
+// the broker to confirm them all.
+func (w *Worker) publishBatch(msgs []broker.Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
 	defer cancel()
-	m.Key = key
-	if err := w.b.Publish(ctx, protocol.ExchangeEgress, m); err != nil {
-		w.stats.publishFailures.Add(1)
-		return fmt.Errorf("publishing to %s: %w", key, err)
+	if err := w.b.PublishBatch(ctx, protocol.ExchangeEgress, msgs); err != nil {
+		w.stats.publishFailures.Add(uint64(len(msgs)))
+		return fmt.Errorf("publishing %d messages to %s: %w", len(msgs), protocol.ExchangeEgress, err)
 	}
-	w.stats.published.Add(1)
+	w.stats.published.Add(uint64(len(msgs)))
 	return nil
 }
 
