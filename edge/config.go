@@ -69,6 +69,16 @@ type Config struct {
 	// RequestTimeout bounds a broker round trip made for a client request. Zero value means 5s.
 	RequestTimeout time.Duration `flag:"request-timeout" env:"HEARTH_REQUEST_TIMEOUT" default:"5s" usage:"deadline of a broker round trip for a client request"`
 
+	// IngressMaxDelay is the longest a client frame waits to share an AMQP
+	// message with other frames for the same shard. Frames wait only while
+	// an earlier message to their shard is unconfirmed; an idle shard's
+	// frame goes at once. Zero value means 1ms; a negative value turns
+	// batching off (one message per frame, sent at once).
+	IngressMaxDelay time.Duration `flag:"ingress-max-delay" env:"HEARTH_INGRESS_MAX_DELAY" default:"1ms" usage:"longest a frame waits to be batched with others for its shard (negative: never)"`
+	// IngressBatch bounds the frames one ingress message carries. Zero
+	// value means 256; 1 turns batching off.
+	IngressBatch int `flag:"ingress-batch" env:"HEARTH_INGRESS_BATCH" default:"256" usage:"most frames in one ingress message (1: no batching)"`
+
 	// Topology is shared with hubs and must match theirs.
 	Topology topology.Config
 }
@@ -83,6 +93,13 @@ func (c *Config) normalize() error {
 	setDefaultInt(&c.ReadBuffer, 1024)
 	setDefaultInt(&c.SendQueueBytes, 4<<20)
 	setDefaultDur(&c.WriteTimeout, 10*time.Second)
+	if c.IngressMaxDelay == 0 {
+		c.IngressMaxDelay = time.Millisecond
+	}
+	setDefaultInt(&c.IngressBatch, 256)
+	if c.IngressBatch > protocol.MaxBatchEnvelopes {
+		return fmt.Errorf("%w: ingress-batch %d is more than %d", ErrConfig, c.IngressBatch, protocol.MaxBatchEnvelopes)
+	}
 	setDefaultDur(&c.Heartbeat, 25*time.Second)
 	setDefaultDur(&c.HeartbeatTimeout, 10*time.Second)
 	setDefaultInt(&c.MaxRoomsPerConn, 100)

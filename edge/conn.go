@@ -43,6 +43,7 @@ type conn struct {
 	srv    *Server
 
 	limiter *rate.Limiter // used by the read goroutine only
+	ingress ingressReq    // used by the read goroutine only (forward)
 
 	// userBound is closed once the user's key binding was attempted;
 	// userBindFailed, written before, says it failed.

@@ -7,7 +7,6 @@ import (
 	"github.com/lxzan/gws"
 
 	"github.com/hearth-gateway/hearth/protocol"
-	"github.com/hearth-gateway/hearth/shared/broker"
 )
 
 const sessionKey = "c"
@@ -128,7 +127,7 @@ func (s *Server) join(c *conn, f *protocol.Frame) {
 			return
 		}
 	}
-	if err := s.forward(ctx, c, protocol.KindClient, f); err != nil {
+	if err := s.forward(c, protocol.KindClient, f); err != nil {
 		if !known {
 			s.forgetPending(c, f.Room, true)
 		}
@@ -174,9 +173,7 @@ func (s *Server) leave(c *conn, f *protocol.Frame) {
 		}
 		s.releaseRoom(f.Room)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
-	if err := s.forward(ctx, c, protocol.KindClient, f); err != nil {
+	if err := s.forward(c, protocol.KindClient, f); err != nil {
 		c.sendError(f.ID, f.Room, protocol.CodeUnavailable, "broker unavailable; retry")
 	}
 }
@@ -193,16 +190,15 @@ func (s *Server) forMember(c *conn, f *protocol.Frame) {
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
-	if err := s.forward(ctx, c, protocol.KindClient, f); err != nil {
+	if err := s.forward(c, protocol.KindClient, f); err != nil {
 		c.sendError(f.ID, f.Room, protocol.CodeUnavailable, "broker unavailable; retry")
 	}
 }
 
 // forward wraps f in an envelope and publishes it to the room's shard,
-// returning once the broker confirmed it.
-func (s *Server) forward(ctx context.Context, c *conn, kind protocol.EnvelopeKind, f *protocol.Frame) error {
+// returning once the broker confirmed it. It runs on c's read goroutine,
+// so c has one envelope in flight at a time.
+func (s *Server) forward(c *conn, kind protocol.EnvelopeKind, f *protocol.Frame) error {
 	env := protocol.Envelope{
 		V:     protocol.EnvelopeVersion,
 		Kind:  kind,
@@ -216,8 +212,13 @@ func (s *Server) forward(ctx context.Context, c *conn, kind protocol.EnvelopeKin
 	if err != nil {
 		return err
 	}
-	key := protocol.ShardKey(protocol.ShardOf(f.Room, s.cfg.Topology.NumShards()))
-	err = s.b.Publish(ctx, protocol.ExchangeIngress, broker.Message{Key: key, Body: body, Persistent: true})
+	if c.ingress.done == nil {
+		c.ingress.done = make(chan error, 1)
+	}
+	c.ingress.key = protocol.ShardKey(protocol.ShardOf(f.Room, s.cfg.Topology.NumShards()))
+	c.ingress.body = body
+	err = s.ingress.publish(&c.ingress)
+	c.ingress.body = nil
 	if err != nil {
 		s.stats.publishFailures.Add(1)
 		s.log.Warn().Err(err).Str("conn", c.id).Str("room", f.Room).Msg("publishing to ingress")
@@ -240,15 +241,13 @@ func (s *Server) closed(c *conn) {
 	rooms := c.rooms
 	c.rooms = nil
 	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
 	for room, st := range rooms {
 		if st == roomJoined {
 			s.index.removeRoom(room, c)
 		}
 		s.releaseRoom(room)
 		f := protocol.Frame{Type: protocol.TypeLeave, Room: room}
-		_ = s.forward(ctx, c, protocol.KindDisconnect, &f)
+		_ = s.forward(c, protocol.KindDisconnect, &f)
 	}
 	s.index.removeUser(c)
 	<-c.userBound // the binding is released only after it was taken

@@ -51,6 +51,7 @@ type Server struct {
 	upgrader *gws.Upgrader
 	index    *index
 	binder   *binder
+	ingress  *ingress
 	stats    stats
 	metrics  http.Handler
 	queue    string
@@ -109,6 +110,7 @@ func New(cfg Config, b broker.Broker, log zerolog.Logger, reg prometheus.Registe
 		byID:        make(map[string]*conn),
 	}
 	s.binder = newBinder(b, s.queue)
+	s.ingress = newIngress(b, &s.cfg, &s.stats)
 	s.upgrader = gws.NewUpgrader(&handler{s: s}, &gws.ServerOption{
 		ReadMaxPayloadSize: cfg.MaxMessage,
 		SubProtocols:       []string{protocol.Subprotocol},
@@ -165,6 +167,10 @@ func (s *Server) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 
+	// The ingress publisher outlives the connections: a closing connection
+	// still publishes its disconnect envelopes.
+	ingressCtx, stopIngress := context.WithCancel(context.Background())
+	s.ingress.start(ingressCtx)
 	hbCtx, stopHB := context.WithCancel(context.Background())
 	s.wg.Add(2)
 	go s.heartbeatLoop(hbCtx)
@@ -180,6 +186,8 @@ func (s *Server) Run(ctx context.Context) error {
 	s.drain(hs)
 	stopHB()
 	s.wg.Wait()
+	stopIngress()
+	s.ingress.wait()
 	s.announce(true)
 	return err
 }

@@ -12,6 +12,7 @@ type stats struct {
 	connections        atomic.Int64
 	framesIn           atomic.Uint64
 	framesForwarded    atomic.Uint64
+	ingressMessages    atomic.Uint64
 	errorsSent         atomic.Uint64
 	publishFailures    atomic.Uint64
 	rejectedHandshakes atomic.Uint64
@@ -27,9 +28,12 @@ type stats struct {
 
 // Stats is a snapshot of an edge's counters.
 type Stats struct {
-	Connections        int64
-	FramesIn           uint64
-	FramesForwarded    uint64
+	Connections     int64
+	FramesIn        uint64
+	FramesForwarded uint64
+	// IngressMessages counts the AMQP messages that carried the forwarded
+	// frames (several per message when they arrive together).
+	IngressMessages    uint64
 	ErrorsSent         uint64
 	PublishFailures    uint64
 	RejectedHandshakes uint64
@@ -54,6 +58,7 @@ func (s *Server) Stats() Stats {
 		Connections:        st.connections.Load(),
 		FramesIn:           st.framesIn.Load(),
 		FramesForwarded:    st.framesForwarded.Load(),
+		IngressMessages:    st.ingressMessages.Load(),
 		ErrorsSent:         st.errorsSent.Load(),
 		PublishFailures:    st.publishFailures.Load(),
 		RejectedHandshakes: st.rejectedHandshakes.Load(),
@@ -93,6 +98,7 @@ func (st *stats) register(reg prometheus.Registerer, s *Server) error {
 		}),
 		counter("frames_in_total", "Frames received from clients.", &st.framesIn),
 		counter("frames_forwarded_total", "Client frames published to the ingress exchange.", &st.framesForwarded),
+		counter("ingress_messages_total", "AMQP messages published to the ingress exchange; each carries one or more forwarded frames.", &st.ingressMessages),
 		counter("errors_sent_total", "Error frames sent to clients.", &st.errorsSent),
 		counter("publish_failures_total", "Ingress publishes the broker did not confirm.", &st.publishFailures),
 		counter("rejected_handshakes_total", "WebSocket requests refused before the upgrade (401, 403, 400).", &st.rejectedHandshakes),

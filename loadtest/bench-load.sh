@@ -12,6 +12,9 @@
 # Environment:
 #   BENCH_OUT       where results go (default docs/bench)
 #   BENCH_ONLY      space-separated subset of: baseline storm idle chat fanout
+#                   ingress (not in the default set: chat at BENCH_INGRESS_RATE
+#                   publishes/s, default 5000, with the edges' ingress batching
+#                   on and then off)
 #   BENCH_AMQP_URL  use this RabbitMQ instead of a private node
 #   BENCH_FULL=1    the issue's full sizes and longer runs (about 10 minutes)
 #   BIN             where the binaries are (default ./bin, built by make)
@@ -101,6 +104,9 @@ start() {
 	echo $! >"$state/$name.pid"
 }
 
+# extra_edge_args are added to both edges' flags by start_system.
+extra_edge_args=()
+
 # The hub's static shard flags exist only in versions with static assignment.
 hub_static=0
 if "$bin/hearth-hub" -h 2>&1 | grep -q -- '-index'; then hub_static=1; fi
@@ -128,7 +134,7 @@ start_system_once() {
 	start hub-1 "$bin/hearth-hub" -id hub-1 "${hubargs1[@]}" -admin-listen "127.0.0.1:$hub1"
 	# Load runs publish faster than a chat client: lift the per-connection
 	# frame rate limit (defaults 50/s, burst 100).
-	local edgeargs=(-rate 100000 -rate-burst 100000)
+	local edgeargs=(-rate 100000 -rate-burst 100000 "${extra_edge_args[@]}")
 	start edge-1 "$bin/hearth-edge" -id edge-1 -listen "127.0.0.1:$edge1" "${edgeargs[@]}"
 	start edge-2 "$bin/hearth-edge" -id edge-2 -listen "127.0.0.1:$edge2" "${edgeargs[@]}"
 	wait_ok "http://127.0.0.1:$hub0/readyz" hub-0 || return 1
@@ -221,6 +227,20 @@ if want fanout; then
 	start_system
 	load fanout-max -scenario fanout -members 10000 -conns-per-user 100 -publishers 10 -step-start 5 -step-factor 1.6 \
 		-step-duration 5s -max-steps "$steps" -step-p99 5s -ramp 10s -url "ws://127.0.0.1:$edge1/ws" -edge-pid-files "$state/edge-1.pid"
+fi
+
+if want ingress; then
+	# The broker hop: many small rooms at a high rate, the edges batching
+	# their ingress frames (the default) and not (-ingress-max-delay -1).
+	rate=${BENCH_INGRESS_RATE:-5000}
+	for mode in batched unbatched; do
+		extra_edge_args=()
+		[ "$mode" = unbatched ] && extra_edge_args=(-ingress-max-delay -1)
+		start_system
+		load "chat-$rate-$mode" -scenario chat -rooms 1000 -members 2 -rate "$rate" -duration 20s -ramp 5s \
+			-url "ws://127.0.0.1:$edge1/ws,ws://127.0.0.1:$edge2/ws" -edge-pid-files "$state/edge-1.pid,$state/edge-2.pid"
+	done
+	extra_edge_args=()
 fi
 
 stop_system
