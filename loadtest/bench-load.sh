@@ -12,9 +12,9 @@
 # Environment:
 #   BENCH_OUT       where results go (default docs/bench)
 #   BENCH_ONLY      space-separated subset of: baseline storm idle chat fanout
-#                   ingress (not in the default set: chat at BENCH_INGRESS_RATE
-#                   publishes/s, default 5000, with the edges' ingress batching
-#                   on and then off)
+#                   ingress (not in the default set: chat in BENCH_INGRESS_ROOMS
+#                   rooms (20) at BENCH_INGRESS_RATE publishes/s (3000), with
+#                   the edges' ingress batching on and then off)
 #   BENCH_AMQP_URL  use this RabbitMQ instead of a private node
 #   BENCH_FULL=1    the issue's full sizes and longer runs (about 10 minutes)
 #   BIN             where the binaries are (default ./bin, built by make)
@@ -231,13 +231,14 @@ fi
 
 if want ingress; then
 	# The broker hop: many small rooms at a high rate, the edges batching
-	# their ingress frames (the default) and not (-ingress-max-delay -1).
-	rate=${BENCH_INGRESS_RATE:-5000}
+	# their ingress frames (the default) and not (-ingress-max-delay=-1ms).
+	# Few rooms, so that each shard is busy enough for frames to meet.
+	rate=${BENCH_INGRESS_RATE:-3000} rooms=${BENCH_INGRESS_ROOMS:-20}
 	for mode in batched unbatched; do
 		extra_edge_args=()
-		[ "$mode" = unbatched ] && extra_edge_args=(-ingress-max-delay -1)
+		[ "$mode" = unbatched ] && extra_edge_args=(-ingress-max-delay=-1ms)
 		start_system
-		load "chat-$rate-$mode" -scenario chat -rooms 1000 -members 2 -rate "$rate" -duration 20s -ramp 5s \
+		load "ingress-$mode" -scenario chat -rooms "$rooms" -members 2 -rate "$rate" -duration 20s -ramp 5s \
 			-url "ws://127.0.0.1:$edge1/ws,ws://127.0.0.1:$edge2/ws" -edge-pid-files "$state/edge-1.pid,$state/edge-2.pid"
 	done
 	extra_edge_args=()
