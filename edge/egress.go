@@ -1,40 +1,91 @@
 package edge
 
 import (
+	"context"
+
 	"github.com/hearth-gateway/hearth/protocol"
 	"github.com/hearth-gateway/hearth/shared/broker"
 )
 
 // maxPendingDeliveries bounds how many deliveries the consumer queues
-// before it writes to the sockets even though more are waiting: a burst is
-// written in slices, each costing one write per connection.
+// before it hands the connections to the writer even though more are
+// waiting.
 const maxPendingDeliveries = 64
 
 // onDelivery handles one message from the edge's own queue. Bodies are
-// final client frames: they are framed once and queued on every recipient;
-// the writes happen in flushPending, once per connection for all the
-// deliveries that arrived together. It runs on the consumer's goroutine,
-// which owns pending and batched.
+// final client frames: they are framed once and queued on every recipient,
+// and the recipients are handed to the socket writer (writeLoop), which
+// writes each one's frames with one system call. It runs on the consumer's
+// goroutine, which owns pending and batched.
 func (s *Server) onDelivery(d *broker.Delivery) {
 	s.deliver(d)
 	s.batched++
 	if s.batched >= maxPendingDeliveries {
-		s.flushPending()
+		s.handOver()
 	}
 }
 
-// flushPending writes what the deliveries since the last flush queued. It
-// is the consumer's OnIdle.
-func (s *Server) flushPending() {
-	for i, c := range s.pending {
-		c.qmu.Lock()
-		c.pending = false
-		c.flush(&s.scratch)
-		c.qmu.Unlock()
-		s.pending[i] = nil
-	}
-	s.pending = s.pending[:0]
+// handOver passes the connections queued on since the last hand-over to
+// the socket writer. It is the consumer's OnIdle. While the writer is busy
+// with earlier connections, the consumer goes on queueing: a connection
+// the writer has not reached yet takes the new frames in the same write,
+// so under load each write carries more frames, and the consumer and the
+// writer use a core each. Without a writer (tests) it writes itself.
+func (s *Server) handOver() {
 	s.batched = 0
+	if len(s.pending) == 0 {
+		return
+	}
+	if s.writerWake == nil {
+		s.writePending(s.pending, &s.scratch)
+		clear(s.pending)
+		s.pending = s.pending[:0]
+		return
+	}
+	s.handedMu.Lock()
+	s.handed = append(s.handed, s.pending...)
+	s.handedMu.Unlock()
+	clear(s.pending)
+	s.pending = s.pending[:0]
+	select {
+	case s.writerWake <- struct{}{}:
+	default:
+	}
+}
+
+// writePending writes the frames queued on each connection of cs.
+func (s *Server) writePending(cs []*conn, scratch *[]byte) {
+	for _, c := range cs {
+		c.qmu.Lock()
+		c.pending = false // frames queued from here on need another hand-over
+		c.flush(scratch)
+		c.qmu.Unlock()
+	}
+}
+
+// writeLoop is the socket writer: it writes the connections the consumer
+// hands over until ctx is done.
+func (s *Server) writeLoop(ctx context.Context) {
+	defer s.wg.Done()
+	var work []*conn
+	var scratch []byte
+	for {
+		select {
+		case <-s.writerWake:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			s.handedMu.Lock()
+			work, s.handed = s.handed, work[:0]
+			s.handedMu.Unlock()
+			if len(work) == 0 {
+				break
+			}
+			s.writePending(work, &scratch)
+			clear(work)
+		}
+	}
 }
 
 func (s *Server) deliver(d *broker.Delivery) {

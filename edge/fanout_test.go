@@ -65,7 +65,7 @@ func BenchmarkFanout1000(b *testing.B) {
 		if n := s.index.fanout(roomsOf, "general", payload, &s.pending); n != members {
 			b.Fatalf("fanout reached %d, want %d", n, members)
 		}
-		s.flushPending()
+		s.handOver()
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*members), "ns/recipient")
@@ -92,12 +92,12 @@ func TestFanoutAllocsPerRecipient(t *testing.T) {
 	// Warm the pools and the pending list.
 	for i := 0; i < 64; i++ {
 		s.index.fanout(roomsOf, "r", payload, &s.pending)
-		s.flushPending()
+		s.handOver()
 	}
 	allocs := testing.AllocsPerRun(16, func() {
 		s.index.fanout(roomsOf, "r", payload, &s.pending)
 		s.index.fanout(roomsOf, "r", payload, &s.pending) // two frames coalesced into one write
-		s.flushPending()
+		s.handOver()
 	})
 	if allocs > 4 {
 		t.Fatalf("two broadcasts to %d members made %.1f allocations, want ≤ 4 (none per recipient)", members, allocs)
@@ -283,5 +283,37 @@ func TestBinderConcurrentJoinsLeaves(t *testing.T) {
 	bd.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("binder keeps %d entries, want 0", left)
+	}
+}
+
+// TestFanoutThroughWriter runs the consumer side (fan-out and hand-over)
+// against a running socket writer: every frame queued while the writer is
+// busy with earlier connections must still be written, exactly once.
+func TestFanoutThroughWriter(t *testing.T) {
+	const members, broadcasts = 500, 200
+	s := bareServer(t, 1<<16)
+	s.writerWake = make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.wg.Add(1)
+	go s.writeLoop(ctx)
+	var written atomic.Int64
+	for i := 0; i < members; i++ {
+		c := newConn(s, "c"+strconv.Itoa(i), "u", "", &lockedConn{Conn: discardConn{n: &written}})
+		s.index.addRoom("r", c)
+	}
+	payload := make([]byte, 100)
+	for i := 0; i < broadcasts; i++ {
+		s.index.fanout(roomsOf, "r", payload, &s.pending)
+		if i%3 == 2 { // hand over every few deliveries, as OnIdle would
+			s.handOver()
+		}
+	}
+	s.handOver()
+	want := int64(members * broadcasts * len(appendWSFrame(nil, opBinary, payload)))
+	testenv.WaitFor(t, 10*time.Second, func() bool { return written.Load() >= want }, "all %d bytes written", want)
+	cancel()
+	s.wg.Wait()
+	if got := written.Load(); got != want {
+		t.Fatalf("wrote %d bytes, want %d", got, want)
 	}
 }

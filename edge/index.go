@@ -64,7 +64,7 @@ func (x *index) removeUser(c *conn) {
 
 // fanout queues payload, framed once, on every connection in m[key]
 // without writing it, and appends to *pending each connection that now
-// waits for a flush (Server.flushPending). It returns the number of
+// waits for a write (Server.handOver). It returns the number of
 // recipients.
 func (x *index) fanout(m func(*index) map[string]map[*conn]struct{}, key string, payload []byte, pending *[]*conn) int {
 	x.mu.RLock()

@@ -6,8 +6,9 @@
 // Concurrency: every connection has its gws read goroutine, which runs the
 // event handlers. Broker deliveries arrive on one consumer goroutine that
 // queues each broadcast on its recipients under the index's read lock and,
-// once the deliveries that arrived together are queued, writes each
-// recipient's frames with one non-blocking system call. Only a socket that
+// once the deliveries that arrived together are queued, hands the
+// recipients to the edge's socket writer goroutine, which writes each
+// one's frames with one non-blocking system call. Only a socket that
 // cannot take its frames at once gets a goroutine of its own, the
 // connection's flusher, which waits for it (WriteTimeout) and ends when the
 // queue is empty; so fan-out never blocks on a socket, and an idle
@@ -68,11 +69,17 @@ type Server struct {
 	byID  map[string]*conn
 
 	// pending and batched belong to the egress consumer's goroutine: the
-	// connections with frames queued since its last flush, and the number
-	// of deliveries since then.
+	// connections with frames queued since its last hand-over to the
+	// socket writer, and the number of deliveries since then.
 	pending []*conn
 	batched int
-	scratch []byte // coalesces one connection's frames for one write
+	scratch []byte // the consumer's, when it writes itself (no writer)
+	// handed holds the connections handed over and not yet taken by the
+	// socket writer (writeLoop), which writerWake wakes; nil writerWake
+	// means there is no writer and the consumer writes itself.
+	handedMu   sync.Mutex
+	handed     []*conn
+	writerWake chan struct{}
 
 	wg sync.WaitGroup // connection goroutines and the heartbeat loop
 }
@@ -108,6 +115,7 @@ func New(cfg Config, b broker.Broker, log zerolog.Logger, reg prometheus.Registe
 		ready:       make(chan struct{}),
 		conns:       make(map[*conn]struct{}),
 		byID:        make(map[string]*conn),
+		writerWake:  make(chan struct{}, 1),
 	}
 	s.binder = newBinder(b, s.queue)
 	s.ingress = newIngress(b, &s.cfg, &s.stats)
@@ -172,9 +180,10 @@ func (s *Server) Run(ctx context.Context) error {
 	ingressCtx, stopIngress := context.WithCancel(context.Background())
 	s.ingress.start(ingressCtx)
 	hbCtx, stopHB := context.WithCancel(context.Background())
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.heartbeatLoop(hbCtx)
 	go s.announceLoop(hbCtx)
+	go s.writeLoop(hbCtx)
 	s.log.Info().Str("addr", ln.Addr().String()).Msg("edge listening")
 	close(s.ready)
 
@@ -233,7 +242,7 @@ func (s *Server) setup(ctx context.Context) error {
 		return fmt.Errorf("edge: binding own queue: %w", err)
 	}
 	// The consumer stops when the broker closes, after the drain.
-	err := s.b.Consume(context.Background(), broker.ConsumeSpec{Queue: s.queue, AutoAck: true, Exclusive: true, OnIdle: s.flushPending}, s.onDelivery)
+	err := s.b.Consume(context.Background(), broker.ConsumeSpec{Queue: s.queue, AutoAck: true, Exclusive: true, OnIdle: s.handOver}, s.onDelivery)
 	if err != nil {
 		return fmt.Errorf("edge: consuming own queue: %w", err)
 	}
