@@ -32,6 +32,7 @@ const ingressBatchBytes = 256 << 10
 // on completed.
 type ingress struct {
 	b         broker.Broker
+	exchange  string // protocol.ExchangeIngress
 	maxDelay  time.Duration
 	maxBatch  int
 	timeout   time.Duration
@@ -69,6 +70,7 @@ func newIngress(b broker.Broker, cfg *Config, st *stats) *ingress {
 	t.Stop()
 	return &ingress{
 		b:         b,
+		exchange:  protocol.ExchangeIngress,
 		maxDelay:  cfg.IngressMaxDelay,
 		maxBatch:  min(cfg.IngressBatch, protocol.MaxBatchEnvelopes),
 		timeout:   cfg.RequestTimeout,
@@ -193,7 +195,7 @@ func (in *ingress) send(sh *ingressShard, reqs []*ingressReq) {
 		body = protocol.AppendEnvelopeBatch(make([]byte, 0, n), parts)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), in.timeout)
-	err := in.b.Publish(ctx, protocol.ExchangeIngress, broker.Message{Key: sh.key, Body: body, Persistent: true})
+	err := in.b.Publish(ctx, in.exchange, broker.Message{Key: sh.key, Body: body, Persistent: true})
 	cancel()
 	in.stats.ingressMessages.Add(1)
 	for _, r := range reqs {
