@@ -14,12 +14,13 @@ type inner struct {
 }
 
 type testConfig struct {
-	Name    string        `flag:"name" env:"T_NAME" default:"hearth" usage:"a name"`
-	Debug   bool          `flag:"debug" env:"T_DEBUG" usage:"debug"`
-	Wait    time.Duration `flag:"wait" env:"T_WAIT" default:"2s" usage:"wait"`
-	List    []string      `flag:"list" env:"T_LIST" default:"a,b" usage:"list"`
-	Ratio   float64       `flag:"ratio" env:"T_RATIO" default:"0.5" usage:"ratio"`
-	Inner   inner
+	Name  string        `flag:"name" env:"T_NAME" default:"hearth" usage:"a name"`
+	Debug bool          `flag:"debug" env:"T_DEBUG" usage:"debug"`
+	Wait  time.Duration `flag:"wait" env:"T_WAIT" default:"2s" usage:"wait"`
+	List  []string      `flag:"list" env:"T_LIST" default:"a,b" usage:"list"`
+	Ratio float64       `flag:"ratio" env:"T_RATIO" default:"0.5" usage:"ratio"`
+	Inner inner
+	//lint:ignore U1000 an unexported field the loader must skip
 	ignored string
 }
 
