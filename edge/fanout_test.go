@@ -286,34 +286,69 @@ func TestBinderConcurrentJoinsLeaves(t *testing.T) {
 	}
 }
 
+// recordConn is a net.Conn that keeps everything written to it.
+type recordConn struct {
+	net.Conn
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (r *recordConn) Write(b []byte) (int, error) {
+	r.mu.Lock()
+	r.buf = append(r.buf, b...)
+	r.mu.Unlock()
+	return len(b), nil
+}
+func (r *recordConn) writeNow(b []byte) (int, error)   { return r.Write(b) }
+func (r *recordConn) SetWriteDeadline(time.Time) error { return nil }
+func (r *recordConn) Close() error                     { return nil }
+
+func (r *recordConn) bytes() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]byte(nil), r.buf...)
+}
+
 // TestFanoutThroughWriter runs the consumer side (fan-out and hand-over)
-// against a running socket writer: every frame queued while the writer is
-// busy with earlier connections must still be written, exactly once.
+// against the running socket writer: every frame queued while the writer
+// is busy with earlier connections must still be written, exactly once,
+// and in order per connection.
 func TestFanoutThroughWriter(t *testing.T) {
-	const members, broadcasts = 500, 200
+	const members, broadcasts = 300, 200
 	s := bareServer(t, 1<<16)
 	s.writerWake = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.writeLoop(ctx)
-	var written atomic.Int64
-	for i := 0; i < members; i++ {
-		c := newConn(s, "c"+strconv.Itoa(i), "u", "", &lockedConn{Conn: discardConn{n: &written}})
-		s.index.addRoom("r", c)
+	rcs := make([]*recordConn, members)
+	for i := range rcs {
+		rcs[i] = &recordConn{}
+		s.index.addRoom("r", newConn(s, "c"+strconv.Itoa(i), "u", "", &lockedConn{Conn: rcs[i]}))
 	}
-	payload := make([]byte, 100)
+	var want []byte
 	for i := 0; i < broadcasts; i++ {
+		payload := binary.BigEndian.AppendUint32(make([]byte, 0, 100), uint32(i))
+		payload = payload[:100]
+		want = appendWSFrame(want, opBinary, payload)
 		s.index.fanout(roomsOf, "r", payload, &s.pending)
 		if i%3 == 2 { // hand over every few deliveries, as OnIdle would
 			s.handOver()
 		}
 	}
 	s.handOver()
-	want := int64(members * broadcasts * len(appendWSFrame(nil, opBinary, payload)))
-	testenv.WaitFor(t, 10*time.Second, func() bool { return written.Load() >= want }, "all %d bytes written", want)
+	testenv.WaitFor(t, 10*time.Second, func() bool {
+		for _, r := range rcs {
+			if len(r.bytes()) < len(want) {
+				return false
+			}
+		}
+		return true
+	}, "every member to get all %d bytes", len(want))
 	cancel()
 	s.wg.Wait()
-	if got := written.Load(); got != want {
-		t.Fatalf("wrote %d bytes, want %d", got, want)
+	for i, r := range rcs {
+		if !bytes.Equal(r.bytes(), want) {
+			t.Fatalf("member %d got a different byte stream (%d bytes, want %d)", i, len(r.bytes()), len(want))
+		}
 	}
 }
