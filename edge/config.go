@@ -35,9 +35,10 @@ type Config struct {
 	// MaxMessage bounds one client message in bytes; larger ones close the
 	// connection with 1009. Zero value means 65536.
 	MaxMessage int `flag:"max-message" env:"HEARTH_MAX_MESSAGE" default:"65536" usage:"largest client message in bytes (close 1009 beyond)"`
-	// ReadBuffer is the size of each connection's read buffer; larger
-	// messages are read through it. Zero value means 1024.
-	ReadBuffer int `flag:"read-buffer" env:"HEARTH_READ_BUFFER" default:"1024" usage:"per-connection read buffer in bytes"`
+	// ReadBuffer is the size of each connection's read buffer. Client
+	// frames are small; a larger one is read straight into its message
+	// buffer, past this one. Zero value means 512.
+	ReadBuffer int `flag:"read-buffer" env:"HEARTH_READ_BUFFER" default:"512" usage:"per-connection read buffer in bytes"`
 	// SendQueueMessages bounds a connection's send queue in messages.
 	// Zero value means 1024.
 	SendQueueMessages int `flag:"send-queue-messages" env:"HEARTH_SEND_QUEUE_MESSAGES" default:"1024" usage:"per-connection send queue bound in messages (overflow closes 4001)"`
@@ -90,7 +91,7 @@ func (c *Config) normalize() error {
 	setDefault(&c.Listen, ":8081")
 	setDefaultInt(&c.MaxMessage, 65536)
 	setDefaultInt(&c.SendQueueMessages, 1024)
-	setDefaultInt(&c.ReadBuffer, 1024)
+	setDefaultInt(&c.ReadBuffer, 512)
 	setDefaultInt(&c.SendQueueBytes, 4<<20)
 	setDefaultDur(&c.WriteTimeout, 10*time.Second)
 	if c.IngressMaxDelay == 0 {

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -266,4 +267,58 @@ func (c *conn) sendError(id uint32, room string, code protocol.ErrorCode, text s
 		return
 	}
 	c.send(b)
+}
+
+// connSession is gws's session storage cut down to what the edge keeps in
+// it: one value, the connection's *conn (gws's default is a map per
+// connection). It is written once, before the read loop starts.
+type connSession struct {
+	mu  sync.Mutex
+	key string
+	val any
+	set bool
+}
+
+func newConnSession() gws.SessionStorage { return &connSession{} }
+
+func (s *connSession) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.set {
+		return 1
+	}
+	return 0
+}
+
+func (s *connSession) Load(key string) (any, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.set && s.key == key {
+		return s.val, true
+	}
+	return nil, false
+}
+
+func (s *connSession) Delete(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.set && s.key == key {
+		s.key, s.val, s.set = "", nil, false
+	}
+}
+
+// Store keeps one value; storing under another key replaces it.
+func (s *connSession) Store(key string, value any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.key, s.val, s.set = key, value, true
+}
+
+func (s *connSession) Range(f func(key string, value any) bool) {
+	s.mu.Lock()
+	key, val, set := s.key, s.val, s.set
+	s.mu.Unlock()
+	if set {
+		f(key, val)
+	}
 }

@@ -126,6 +126,7 @@ func New(cfg Config, b broker.Broker, log zerolog.Logger, reg prometheus.Registe
 		Recovery:           gws.Recovery,
 		CheckUtf8Enabled:   true,
 		Logger:             gwsLogger{s.log},
+		NewSession:         newConnSession,
 	})
 	if reg == nil {
 		r := prometheus.NewRegistry()
