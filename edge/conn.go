@@ -11,9 +11,9 @@ import (
 )
 
 // lockedConn serialises writes to the socket: gws writes control frames
-// (close, and the replies it makes itself) through it, and the connection's
-// writer goroutine writes prebuilt frames through it, so frames never
-// interleave.
+// (close) through it, and the edge writes its queued frames under its lock
+// (the socket writer's non-blocking writes, a flusher's blocking ones), so
+// frames never interleave.
 type lockedConn struct {
 	net.Conn
 	mu sync.Mutex
@@ -73,8 +73,9 @@ type conn struct {
 	// flushing is set while a flusher goroutine owns the socket's
 	// writes; nobody else writes queued frames meanwhile.
 	flushing bool
-	// pending is set while the connection waits in the fan-out's list of
-	// connections to flush (Server.pending).
+	// pending is set from the moment the egress consumer lists the
+	// connection for the socket writer (Server.pending, then handed) until
+	// the writer takes it.
 	pending bool
 	// now writes without waiting; nil when the socket does not allow it,
 	// and then a flusher goroutine does every write.
@@ -115,6 +116,18 @@ func (c *conn) enqueue(f *wsFrame) {
 	c.qmu.Lock()
 	if c.push(f) {
 		c.flush(nil)
+	}
+	c.qmu.Unlock()
+}
+
+// queueFor queues f without writing it and, the first time since the
+// socket writer last took c, appends c to *pending, the consumer's list
+// of connections to hand over. Egress consumer goroutine only.
+func (c *conn) queueFor(f *wsFrame, pending *[]*conn) {
+	c.qmu.Lock()
+	if c.push(f) && !c.pending {
+		c.pending = true
+		*pending = append(*pending, c)
 	}
 	c.qmu.Unlock()
 }

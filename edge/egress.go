@@ -146,10 +146,5 @@ func (s *Server) reply(d *broker.Delivery) {
 		}
 	}
 	s.stats.deliveries.Add(1)
-	c.qmu.Lock()
-	if c.push(newWSFrame(opBinary, d.Body, 1)) && !c.pending {
-		c.pending = true
-		s.pending = append(s.pending, c)
-	}
-	c.qmu.Unlock()
+	c.queueFor(newWSFrame(opBinary, d.Body, 1), &s.pending)
 }

@@ -76,12 +76,7 @@ func (x *index) fanout(m func(*index) map[string]map[*conn]struct{}, key string,
 	}
 	f := newWSFrame(opBinary, payload, n)
 	for c := range set {
-		c.qmu.Lock()
-		if c.push(f) && !c.pending {
-			c.pending = true
-			*pending = append(*pending, c)
-		}
-		c.qmu.Unlock()
+		c.queueFor(f, pending)
 	}
 	x.mu.RUnlock()
 	return n

@@ -72,7 +72,7 @@ func newIngress(b broker.Broker, cfg *Config, st *stats) *ingress {
 		b:         b,
 		exchange:  protocol.ExchangeIngress,
 		maxDelay:  cfg.IngressMaxDelay,
-		maxBatch:  min(cfg.IngressBatch, protocol.MaxBatchEnvelopes),
+		maxBatch:  cfg.IngressBatch, // at most protocol.MaxBatchEnvelopes (Config.normalize)
 		timeout:   cfg.RequestTimeout,
 		stats:     st,
 		in:        make(chan *ingressReq), // unbuffered: nothing is accepted after run ends

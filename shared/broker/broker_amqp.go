@@ -1243,37 +1243,33 @@ func (c *amqpConsumer) deliver(s *amqpSubscription) bool {
 		}
 	}()
 	for {
+		var d amqp.Delivery
+		var ok bool
 		if busy {
 			select {
-			case d, ok := <-s.deliveries:
-				if !ok {
-					return c.stopping()
-				}
-				if c.stopping() {
-					return true
-				}
-				c.h(c.delivery(&d, s.acker))
-				continue
+			case d, ok = <-s.deliveries:
 			default:
+				busy = false
+				c.spec.OnIdle()
+				continue
 			}
-			busy = false
-			c.spec.OnIdle()
-		}
-		select {
-		case d, ok := <-s.deliveries:
-			if !ok {
-				return c.stopping()
-			}
-			if c.stopping() {
+		} else {
+			select {
+			case d, ok = <-s.deliveries:
+			case <-c.ctx.Done():
+				return true
+			case <-c.b.ctx.Done():
 				return true
 			}
-			c.h(c.delivery(&d, s.acker))
-			busy = c.spec.OnIdle != nil
-		case <-c.ctx.Done():
-			return true
-		case <-c.b.ctx.Done():
+		}
+		if !ok {
+			return c.stopping()
+		}
+		if c.stopping() {
 			return true
 		}
+		c.h(c.delivery(&d, s.acker))
+		busy = c.spec.OnIdle != nil
 	}
 }
 
