@@ -35,10 +35,17 @@ type Config struct {
 	// MaxMessage bounds one client message in bytes; larger ones close the
 	// connection with 1009. Zero value means 65536.
 	MaxMessage int `flag:"max-message" env:"HEARTH_MAX_MESSAGE" default:"65536" usage:"largest client message in bytes (close 1009 beyond)"`
-	// ReadBuffer is the size of each connection's read buffer. Client
-	// frames are small; a larger one is read straight into its message
-	// buffer, past this one. Zero value means 512.
-	ReadBuffer int `flag:"read-buffer" env:"HEARTH_READ_BUFFER" default:"512" usage:"per-connection read buffer in bytes"`
+	// ReadBuffer is how many bytes the edge reads from a socket at a time.
+	// Buffers are pooled and held only while a connection is being read,
+	// which includes its broker round trips (each connection holds one with
+	// ReadGoroutines). Client frames are small; a larger message takes
+	// several reads. Zero value means 512.
+	ReadBuffer int `flag:"read-buffer" env:"HEARTH_READ_BUFFER" default:"512" usage:"bytes read from a socket at a time (pooled buffers)"`
+	// ReadGoroutines reads every connection on a goroutine of its own, as
+	// on systems without epoll, instead of waiting for all of them with one
+	// epoll set and reading a connection only when it has bytes (ADR 0003).
+	// Zero value means epoll on Linux.
+	ReadGoroutines bool `flag:"read-goroutines" env:"HEARTH_READ_GOROUTINES" default:"false" usage:"read each connection on its own goroutine instead of one epoll set"`
 	// SendQueueMessages bounds a connection's send queue in messages.
 	// Zero value means 1024.
 	SendQueueMessages int `flag:"send-queue-messages" env:"HEARTH_SEND_QUEUE_MESSAGES" default:"1024" usage:"per-connection send queue bound in messages (overflow closes 4001)"`

@@ -4,16 +4,16 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/lxzan/gws"
 	"golang.org/x/time/rate"
 )
 
-// lockedConn serialises writes to the socket: gws writes control frames
-// (close) through it, and the edge writes its queued frames under its lock
-// (the socket writer's non-blocking writes, a flusher's blocking ones), so
-// frames never interleave.
+// lockedConn serialises writes to the socket: close frames go through it,
+// and the edge writes its queued frames under its lock (the socket
+// writer's non-blocking writes, a flusher's blocking ones), so frames never
+// interleave.
 type lockedConn struct {
 	net.Conn
 	mu sync.Mutex
@@ -38,12 +38,22 @@ type conn struct {
 	user   string
 	grants []string // private rooms the token grants
 	remote string
-	ws     *gws.Conn
 	nc     *lockedConn
-	srv    *Server
+	// rc reaches the socket's descriptor; nil for a connection that has
+	// none (tests).
+	rc  syscall.RawConn
+	srv *Server
 
-	limiter *rate.Limiter // used by the read goroutine only
-	ingress ingressReq    // used by the read goroutine only (forward)
+	// Used by the connection's reader only (read.go).
+	limiter   *rate.Limiter
+	ingress   ingressReq // forward's request
+	rd        frameReader
+	pollToken uint64 // the poller's name for the connection; also under poller.mu
+	finished  bool
+
+	// closing is set once the connection is ending: the edge sent (or
+	// skipped) its close frame, or the reader saw the end.
+	closing atomic.Bool
 
 	// userBound is closed once the user's key binding was attempted;
 	// userBindFailed, written before, says it failed.
@@ -103,6 +113,10 @@ func newConn(srv *Server, id, user, remote string, nc *lockedConn) *conn {
 		qMaxB:     srv.cfg.SendQueueBytes,
 		userBound: make(chan struct{}),
 		now:       nowWriterOf(nc.Conn),
+		rd:        frameReader{max: srv.cfg.MaxMessage},
+	}
+	if sc, ok := nc.Conn.(syscall.Conn); ok {
+		c.rc, _ = sc.SyscallConn()
 	}
 	c.lastSeen.Store(time.Now().UnixNano())
 	return c
@@ -167,6 +181,17 @@ func (c *conn) grow() {
 		q[i] = c.q[(c.qHead+i)%len(c.q)]
 	}
 	c.q, c.qHead = q, 0
+}
+
+// trim gives back a send queue that grew during a burst once it is empty
+// again. The heartbeat loop calls it, so a busy connection keeps its ring
+// and an idle one holds two slots.
+func (c *conn) trim() {
+	c.qmu.Lock()
+	if c.qLen == 0 && len(c.q) > 2 {
+		c.q, c.qHead = make([]*wsFrame, 2), 0
+	}
+	c.qmu.Unlock()
 }
 
 // flush writes what the socket takes now; whatever is left goes to a
@@ -310,12 +335,13 @@ func (c *conn) flushLoop() {
 	}
 }
 
-// failed closes the connection after a write error; the read loop then
-// ends and OnClose cleans up. qmu held on entry.
+// failed ends the connection after a write error; its reader then sees
+// the end and cleans up. qmu held on entry.
 func (c *conn) failed(err error) {
 	c.srv.log.Debug().Err(err).Str("conn", c.id).Msg("write failed")
 	c.closeQueue()
-	_ = c.nc.Close()
+	c.closing.Store(true)
+	c.shutdownSocket()
 }
 
 // closeQueue refuses further frames and releases those still queued.
@@ -342,13 +368,6 @@ func (c *conn) stop() {
 type closeReason struct {
 	code   uint16
 	reason string
-}
-
-// closeWith sends a close frame and closes the socket; the read loop then
-// ends and OnClose cleans up.
-func (c *conn) closeWith(r closeReason) {
-	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	_ = c.ws.WriteClose(r.code, []byte(r.reason))
 }
 
 // sendFrame queues one reply built for this connection alone.

@@ -352,30 +352,3 @@ func TestFanoutThroughWriter(t *testing.T) {
 		}
 	}
 }
-
-func TestConnSession(t *testing.T) {
-	s := newConnSession()
-	if _, ok := s.Load("c"); ok || s.Len() != 0 {
-		t.Fatal("an empty session holds something")
-	}
-	s.Store("c", 7)
-	if v, ok := s.Load("c"); !ok || v != 7 || s.Len() != 1 {
-		t.Fatalf("Load after Store = %v, %v (len %d)", v, ok, s.Len())
-	}
-	if _, ok := s.Load("other"); ok {
-		t.Fatal("another key found")
-	}
-	n := 0
-	s.Range(func(k string, v any) bool { n++; return k == "c" && v == 7 })
-	if n != 1 {
-		t.Fatalf("Range visited %d entries", n)
-	}
-	s.Delete("other")
-	if s.Len() != 1 {
-		t.Fatal("deleting another key removed the value")
-	}
-	s.Delete("c")
-	if _, ok := s.Load("c"); ok || s.Len() != 0 {
-		t.Fatal("value still there after Delete")
-	}
-}

@@ -2,68 +2,34 @@ package edge
 
 import (
 	"context"
-	"sync"
 	"time"
-
-	"github.com/lxzan/gws"
 
 	"github.com/hearth-gateway/hearth/protocol"
 )
 
-const sessionKey = "c"
-
-// handler receives gws events. Each method runs on the connection's read
-// goroutine, so the frames of one connection are handled one at a time and
-// in order; a blocking broker call here delays only this connection.
-type handler struct{ s *Server }
-
-func connOf(ws *gws.Conn) *conn {
-	v, _ := ws.Session().Load(sessionKey)
-	c, _ := v.(*conn)
-	return c
-}
-
-func (h *handler) OnOpen(ws *gws.Conn) {
-	c := connOf(ws)
+// welcome is the first frame a connection receives.
+func (c *conn) welcome() {
+	s := c.srv
 	b, err := protocol.EncodeFrame(&protocol.Frame{
 		Type: protocol.TypeWelcome,
 		Conn: c.id,
 		User: c.user,
-		HB:   uint32(h.s.cfg.Heartbeat / time.Millisecond),
+		HB:   uint32(s.cfg.Heartbeat / time.Millisecond),
 	})
 	if err != nil {
-		h.s.log.Error().Err(err).Msg("encoding welcome")
+		s.log.Error().Err(err).Msg("encoding welcome")
 		return
 	}
 	c.send(b)
-	h.s.log.Debug().Str("conn", c.id).Str("user", c.user).Str("remote", c.remote).Msg("connected")
+	s.log.Debug().Str("conn", c.id).Str("user", c.user).Str("remote", c.remote).Msg("connected")
 }
 
-func (h *handler) OnPing(ws *gws.Conn, payload []byte) {
-	c := connOf(ws)
-	c.lastSeen.Store(time.Now().UnixNano())
-	c.enqueue(newWSFrame(opPong, payload, 1))
-}
-
-func (h *handler) OnPong(ws *gws.Conn, _ []byte) {
-	connOf(ws).lastSeen.Store(time.Now().UnixNano())
-}
-
-func (h *handler) OnClose(ws *gws.Conn, err error) {
-	c := connOf(ws)
-	if c == nil {
-		return
-	}
-	h.s.closed(c)
-}
-
-func (h *handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
-	defer msg.Close()
-	c := connOf(ws)
-	c.lastSeen.Store(time.Now().UnixNano())
-	s := h.s
+// onMessage handles one client message. It runs on the connection's
+// reader, so the messages of one connection are handled one at a time and
+// in order; a blocking broker call here delays only this connection.
+func (s *Server) onMessage(c *conn, op byte, payload []byte) {
 	s.stats.framesIn.Add(1)
-	if msg.Opcode != gws.OpcodeBinary {
+	if op != opBinary {
 		c.sendError(0, "", protocol.CodeBadFrame, "frames are binary MessagePack messages")
 		return
 	}
@@ -71,7 +37,7 @@ func (h *handler) OnMessage(ws *gws.Conn, msg *gws.Message) {
 		c.sendError(0, "", protocol.CodeRateLimited, "too many frames; slow down")
 		return
 	}
-	f, err := protocol.DecodeFrame(msg.Bytes())
+	f, err := protocol.DecodeFrame(payload)
 	if err != nil {
 		c.sendError(0, "", protocol.CodeBadFrame, err.Error())
 		return
@@ -197,7 +163,7 @@ func (s *Server) forMember(c *conn, f *protocol.Frame) {
 }
 
 // forward wraps f in an envelope and publishes it to the room's shard,
-// returning once the broker confirmed it. It runs on c's read goroutine,
+// returning once the broker confirmed it. It runs on c's reader,
 // so c has one envelope in flight at a time.
 func (s *Server) forward(c *conn, kind protocol.EnvelopeKind, f *protocol.Frame) error {
 	env := protocol.Envelope{
@@ -267,58 +233,4 @@ func (c *conn) sendError(id uint32, room string, code protocol.ErrorCode, text s
 		return
 	}
 	c.send(b)
-}
-
-// connSession is gws's session storage cut down to what the edge keeps in
-// it: one value, the connection's *conn (gws's default is a map per
-// connection). It is written once, before the read loop starts.
-type connSession struct {
-	mu  sync.Mutex
-	key string
-	val any
-	set bool
-}
-
-func newConnSession() gws.SessionStorage { return &connSession{} }
-
-func (s *connSession) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.set {
-		return 1
-	}
-	return 0
-}
-
-func (s *connSession) Load(key string) (any, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.set && s.key == key {
-		return s.val, true
-	}
-	return nil, false
-}
-
-func (s *connSession) Delete(key string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.set && s.key == key {
-		s.key, s.val, s.set = "", nil, false
-	}
-}
-
-// Store keeps one value; storing under another key replaces it.
-func (s *connSession) Store(key string, value any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.key, s.val, s.set = key, value, true
-}
-
-func (s *connSession) Range(f func(key string, value any) bool) {
-	s.mu.Lock()
-	key, val, set := s.key, s.val, s.set
-	s.mu.Unlock()
-	if set {
-		f(key, val)
-	}
 }

@@ -1,22 +1,26 @@
-// Package edge holds client WebSocket connections (gws) and nothing of the
-// chat logic: it authenticates, validates and wraps client frames into
-// envelopes for the hubs, and writes the hubs' broadcasts, byte for byte, to
-// the local connections that subscribed to them.
+// Package edge holds client WebSocket connections and nothing of the chat
+// logic: it authenticates, validates and wraps client frames into envelopes
+// for the hubs, and writes the hubs' broadcasts, byte for byte, to the local
+// connections that subscribed to them. It speaks the WebSocket wire itself
+// (handshake, frame reader and writer; ADR 0002 and 0003).
 //
-// Concurrency: every connection has its gws read goroutine, which runs the
-// event handlers. Broker deliveries arrive on one consumer goroutine that
-// queues each broadcast on its recipients under the index's read lock and,
-// once the deliveries that arrived together are queued, hands the
-// recipients to the edge's socket writer goroutine, which writes each
-// one's frames with one non-blocking system call. Only a socket that
-// cannot take its frames at once gets a goroutine of its own, the
-// connection's flusher, which waits for it (WriteTimeout) and ends when the
-// queue is empty; so fan-out never blocks on a socket, and an idle
-// connection costs one goroutine.
+// Concurrency: an idle connection has no goroutine. One epoll set watches
+// every socket (poll_linux.go); when one becomes readable, a reader
+// goroutine reads and handles its frames, in order, and ends once the
+// socket is empty, so at most one goroutine reads a connection at a time
+// (with ReadGoroutines, or without epoll, a reader runs for the life of
+// each connection instead). New connections' user keys are bound by one
+// goroutine, in turn (userbind.go). Broker deliveries arrive on one
+// consumer goroutine that queues each broadcast on its recipients under
+// the index's read lock and, once the deliveries that arrived together are
+// queued, hands the recipients to the edge's socket writer goroutine,
+// which writes each one's frames with one non-blocking system call. Only a
+// socket that cannot take its frames at once gets a goroutine of its own,
+// the connection's flusher, which waits for it (WriteTimeout) and ends
+// when the queue is empty; so fan-out never blocks on a socket.
 package edge
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -30,7 +34,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/lxzan/gws"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
@@ -43,19 +46,19 @@ import (
 
 // Server is one edge process.
 type Server struct {
-	cfg      Config
-	log      zerolog.Logger
-	b        broker.Broker
-	verifier *auth.Verifier
-	proxies  []netip.Prefix
-	origins  []string
-	upgrader *gws.Upgrader
-	index    *index
-	binder   *binder
-	ingress  *ingress
-	stats    stats
-	metrics  http.Handler
-	queue    string
+	cfg       Config
+	log       zerolog.Logger
+	b         broker.Broker
+	verifier  *auth.Verifier
+	proxies   []netip.Prefix
+	origins   []string
+	index     *index
+	binder    *binder
+	userBinds *userBinds
+	ingress   *ingress
+	stats     stats
+	metrics   http.Handler
+	queue     string
 
 	incarnation string
 	connSeq     atomic.Uint64
@@ -80,6 +83,10 @@ type Server struct {
 	handedMu   sync.Mutex
 	handed     []*conn
 	writerWake chan struct{}
+
+	// poller waits for readable sockets (nil: a goroutine reads each
+	// connection).
+	poller *poller
 
 	wg sync.WaitGroup // connection goroutines and the heartbeat loop
 }
@@ -118,16 +125,8 @@ func New(cfg Config, b broker.Broker, log zerolog.Logger, reg prometheus.Registe
 		writerWake:  make(chan struct{}, 1),
 	}
 	s.binder = newBinder(b, s.queue)
+	s.userBinds = newUserBinds()
 	s.ingress = newIngress(b, &s.cfg, &s.stats)
-	s.upgrader = gws.NewUpgrader(&handler{s: s}, &gws.ServerOption{
-		ReadMaxPayloadSize: cfg.MaxMessage,
-		SubProtocols:       []string{protocol.Subprotocol},
-		HandshakeTimeout:   5 * time.Second,
-		Recovery:           gws.Recovery,
-		CheckUtf8Enabled:   true,
-		Logger:             gwsLogger{s.log},
-		NewSession:         newConnSession,
-	})
 	if reg == nil {
 		r := prometheus.NewRegistry()
 		reg = r
@@ -165,6 +164,14 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("edge: listen: %w", err)
 	}
 	s.ln = ln
+	if !s.cfg.ReadGoroutines {
+		if s.poller, err = newPoller(); err != nil {
+			s.log.Warn().Err(err).Msg("reading each connection on a goroutine of its own")
+		}
+	}
+	if s.poller != nil {
+		go s.poller.run(s.readable)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ws", s.serveWS)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -181,7 +188,8 @@ func (s *Server) Run(ctx context.Context) error {
 	ingressCtx, stopIngress := context.WithCancel(context.Background())
 	s.ingress.start(ingressCtx)
 	hbCtx, stopHB := context.WithCancel(context.Background())
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go s.userBinds.run(hbCtx, s)
 	go s.heartbeatLoop(hbCtx)
 	go s.announceLoop(hbCtx)
 	go s.writeLoop(hbCtx)
@@ -194,6 +202,11 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Error().Err(err).Msg("http server stopped")
 	}
 	s.drain(hs)
+	if s.poller != nil {
+		// After the drain no socket is left to watch; readers still
+		// running are counted in wg.
+		s.poller.stop()
+	}
 	stopHB()
 	s.wg.Wait()
 	stopIngress()
@@ -277,7 +290,7 @@ func (s *Server) drain(hs *http.Server) {
 			s.log.Warn().Int("connections", n).Msg("drain timeout; closing the rest")
 			s.mu.Lock()
 			for c := range s.conns {
-				_ = c.nc.Close()
+				c.shutdownSocket()
 			}
 			s.mu.Unlock()
 			return
@@ -321,6 +334,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
+	accept, err := acceptKey(r)
+	if err != nil {
+		s.stats.rejectedHandshakes.Add(1)
+		refuseUpgrade(w, err)
+		return
+	}
 	if !offersSubprotocol(r) {
 		s.stats.rejectedHandshakes.Add(1)
 		http.Error(w, "subprotocol "+protocol.Subprotocol+" required", http.StatusBadRequest)
@@ -337,49 +356,38 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nc := &lockedConn{Conn: raw}
+	_ = nc.SetWriteDeadline(time.Now().Add(handshakeTimeout))
+	err = writeUpgrade(nc, accept)
 	_ = nc.SetDeadline(time.Time{})
-	// net/http's reader holds 4 KiB for the life of the connection; client
-	// frames are small, so read through a smaller one unless the client
-	// already sent bytes past the handshake.
-	rd := br.Reader
-	if rd.Buffered() == 0 {
-		rd = bufio.NewReaderSize(nc, s.cfg.ReadBuffer)
+	if err != nil {
+		_ = nc.Close()
+		s.log.Debug().Err(err).Msg("writing the handshake response")
+		return
+	}
+	// Bytes the client sent past its request are its first frames.
+	var early []byte
+	if n := br.Reader.Buffered(); n > 0 {
+		early, _ = br.Reader.Peek(n)
 	}
 	c := newConn(s, s.nextConnID(), id.User, remote, nc)
 	c.grants = id.Rooms
-	ws, err := s.upgrader.UpgradeFromConn(nc, rd, r)
-	if err != nil {
-		_ = nc.Close()
-		s.log.Debug().Err(err).Msg("upgrade failed")
-		return
-	}
-	c.ws = ws
-	ws.Session().Store(sessionKey, c)
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.byID[c.id] = c
 	s.mu.Unlock()
 	s.index.addUser(c)
 	s.stats.connections.Add(1)
-	s.wg.Add(2)
-	// The user's key is bound off the handshake path: a broker round trip
-	// per connection would cap the rate of new connections. Messages to
-	// user.<user> reach this connection once the binding is in place.
-	go func() {
-		defer s.wg.Done()
-		defer close(c.userBound)
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-		defer cancel()
-		if err := s.binder.acquire(ctx, protocol.UserKey(c.user)); err != nil {
-			s.log.Warn().Err(err).Str("user", c.user).Msg("binding user key")
-			c.userBindFailed = true
-		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		ws.ReadLoop()
-	}()
+	s.userBinds.add(c)
+	c.welcome()
+	if len(early) > 0 && !c.consume(early, false) {
+		c.finish()
+		return
+	}
+	s.startReading(c)
 }
+
+// handshakeTimeout bounds writing the handshake response.
+const handshakeTimeout = 5 * time.Second
 
 func (s *Server) releaseUser(user string) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
@@ -509,6 +517,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 				s.goClose(c, closeHeartbeat)
 				continue
 			}
+			c.trim()
 			c.enqueue(pingFrame)
 		}
 	}
@@ -534,8 +543,3 @@ func randomHex(n int) string {
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-// gwsLogger routes gws's own log lines (recovered panics) to zerolog.
-type gwsLogger struct{ l zerolog.Logger }
-
-func (g gwsLogger) Error(v ...any) { g.l.Error().Msg(fmt.Sprint(v...)) }

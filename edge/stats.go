@@ -24,6 +24,7 @@ type stats struct {
 	slowConsumers      atomic.Uint64
 	heartbeatTimeouts  atomic.Uint64
 	bytesOut           atomic.Uint64
+	readWakeups        atomic.Uint64
 }
 
 // Stats is a snapshot of an edge's counters.
@@ -48,7 +49,11 @@ type Stats struct {
 	SlowConsumers     uint64
 	HeartbeatTimeouts uint64
 	BytesOut          uint64
-	BoundKeys         int
+	// ReadWakeups counts the times the epoll set found a socket readable
+	// and started a reader for it (zero when reading with a goroutine per
+	// connection).
+	ReadWakeups uint64
+	BoundKeys   int
 }
 
 // Stats returns the edge's counters.
@@ -70,6 +75,7 @@ func (s *Server) Stats() Stats {
 		SlowConsumers:      st.slowConsumers.Load(),
 		HeartbeatTimeouts:  st.heartbeatTimeouts.Load(),
 		BytesOut:           st.bytesOut.Load(),
+		ReadWakeups:        st.readWakeups.Load(),
 		BoundKeys:          s.binder.count(),
 	}
 }
@@ -110,6 +116,7 @@ func (st *stats) register(reg prometheus.Registerer, s *Server) error {
 		counter("slow_consumer_closes_total", "Connections closed because their send queue overflowed.", &st.slowConsumers),
 		counter("heartbeat_timeouts_total", "Connections closed for missing heartbeats.", &st.heartbeatTimeouts),
 		counter("bytes_out_total", "Bytes written to client sockets.", &st.bytesOut),
+		counter("read_wakeups_total", "Readable sockets the epoll set handed to a reader.", &st.readWakeups),
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -83,6 +83,9 @@ const (
 	// CloseProtocolError: the client broke the WebSocket protocol (for
 	// example sent a text frame). Do not reconnect without fixing the client.
 	CloseProtocolError uint16 = 1002
+	// CloseInvalidData: a text message or close reason that is not valid
+	// UTF-8. Reconnect, but it is a client bug: send binary frames.
+	CloseInvalidData uint16 = 1007
 	// ClosePolicy: a policy violation such as repeated rate limiting. Reconnect after a delay.
 	ClosePolicy uint16 = 1008
 	// CloseTooBig: a message exceeded the edge's size limit. Do not resend it; reconnect.

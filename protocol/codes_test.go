@@ -52,6 +52,7 @@ func TestCloseCodes(t *testing.T) {
 		{protocol.CloseNormal, 1000, false},
 		{protocol.CloseGoingAway, 1001, true},
 		{protocol.CloseProtocolError, 1002, false},
+		{protocol.CloseInvalidData, 1007, true},
 		{protocol.ClosePolicy, 1008, true},
 		{protocol.CloseTooBig, 1009, true},
 		{protocol.CloseInternal, 1011, true},
@@ -61,7 +62,7 @@ func TestCloseCodes(t *testing.T) {
 		// Codes Hearth does not name: reconnect (an abnormal closure, 1006,
 		// is what a client sees when the network drops).
 		{1006, 1006, true},
-		{1007, 1007, true},
+		{1010, 1010, true},
 		{4999, 4999, true},
 	}
 	for _, tt := range tests {
