@@ -106,10 +106,16 @@ func (p *poller) remove(c *conn) {
 	c.pollToken = 0
 }
 
+// errPollerStopped: the epoll set is closed (the edge is shutting down).
+var errPollerStopped = errors.New("edge: poller stopped")
+
 // ctl runs epoll_ctl on c's descriptor while the runtime guarantees it is
 // open, so a descriptor number reused by a newer socket is never touched.
 // mu held on entry.
 func (p *poller) ctl(c *conn, op int, t uint64) error {
+	if p.epfd < 0 {
+		return errPollerStopped
+	}
 	var opErr error
 	err := c.rc.Control(func(fd uintptr) {
 		ev := syscall.EpollEvent{Events: pollEvents}
@@ -151,11 +157,15 @@ func (p *poller) run(ready func(*conn)) {
 }
 
 // stop ends run, waits for it, and closes the epoll set. Sockets still
-// registered are no longer watched.
+// registered are no longer watched; readers still running find the set
+// closed when they re-arm, and finish their connections.
 func (p *poller) stop() {
 	_, _ = syscall.Write(p.wake[1], []byte{0})
 	<-p.done
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.closeFDs()
+	p.epfd = -1
 }
 
 func (p *poller) closeFDs() {
