@@ -23,6 +23,17 @@ type Config struct {
 	ListenAdmin string `flag:"admin-listen" env:"HEARTH_HUB_ADMIN_LISTEN" default:":9091" usage:"address for /healthz, /readyz, /metrics (- to disable)"`
 	// PublishTimeout bounds one broker publish. Zero value means 5s.
 	PublishTimeout time.Duration `flag:"publish-timeout" env:"HEARTH_HUB_PUBLISH_TIMEOUT" default:"5s" usage:"deadline of one broker publish"`
+	// AckDelay is how long a shard may hold back the acknowledgements of
+	// envelopes it has processed, so that RabbitMQ gets them together as one
+	// multiple ack (broker.ConsumeSpec.AckDelay): every ack sent to a quorum
+	// shard queue is a Raft command, and a shard that gets a few envelopes
+	// a second would otherwise send one per envelope. A graceful stop or
+	// handover sends them first; after a crash or a lost connection the
+	// envelopes processed in the last AckDelay are delivered again to the
+	// shard's next owner, which answers them from the de-duplication window
+	// like any redelivered envelope. Zero value means 250ms; negative sends
+	// each ack at once.
+	AckDelay time.Duration `flag:"ack-delay" env:"HEARTH_HUB_ACK_DELAY" default:"250ms" usage:"longest a shard holds processed envelopes' acks to send them together (negative: never)"`
 
 	// HubHeartbeat is how often the hub announces itself to the others.
 	// Zero value means 1s.
@@ -79,6 +90,9 @@ func (c *Config) normalize() error {
 	}
 	if c.PublishTimeout <= 0 {
 		c.PublishTimeout = 5 * time.Second
+	}
+	if c.AckDelay == 0 {
+		c.AckDelay = 250 * time.Millisecond
 	}
 	if c.ID == "" {
 		c.ID = "hub-" + randomHex(4)

@@ -91,6 +91,9 @@ func (o *owner) acquire(k int) {
 	err := w.b.Consume(ctx, broker.ConsumeSpec{
 		Queue:    protocol.ShardQueue(k),
 		Prefetch: w.cfg.Prefetch,
+		// Acks travel together: a shard queue is a quorum queue, where
+		// each ack RabbitMQ gets is a Raft command of its own.
+		AckDelay: max(0, w.cfg.AckDelay),
 		// A (re)subscription may be standby for a while: the shard queue
 		// is single-active-consumer. Replay on its first delivery, which
 		// comes only once RabbitMQ made this consumer the active one.

@@ -241,6 +241,19 @@ type ConsumeSpec struct {
 	// Prefetch bounds unacknowledged deliveries. On a stream it is the
 	// consumer's credit: it reads on as it acknowledges. Zero value means 256.
 	Prefetch int
+	// AckDelay lets the AMQP broker hold a queue consumer's acknowledgements
+	// back for up to this long and send those that are in order as one
+	// multiple ack: on a quorum queue every ack sent is a Raft command of
+	// its own (a log write, fsync'd), so a consumer that gets a few messages
+	// per second per queue costs RabbitMQ much less when its acks travel
+	// together. Held acks are sent at once when half the prefetch is held,
+	// before any Nack of the same consumer, and before the consumer stops;
+	// a held ack that never reached RabbitMQ (the connection was lost
+	// first) is a delivery RabbitMQ delivers again, with Redelivered set,
+	// exactly as if it had not been acknowledged. Ack cannot report that
+	// loss: it returns nil once it holds the ack. Zero value sends every ack
+	// at once. Ignored by the local broker and for streams and AutoAck.
+	AckDelay time.Duration
 	// StreamOffset is where a stream consumer starts reading: OffsetFirst,
 	// OffsetLast, OffsetNext or OffsetAt(n). After a reconnect or a failed
 	// OnStart, a stream consumer that delivered something resumes just after
@@ -452,6 +465,9 @@ func (s ConsumeSpec) normalize() (ConsumeSpec, error) {
 	}
 	if s.Prefetch == 0 {
 		s.Prefetch = defaultPrefetch
+	}
+	if s.AckDelay < 0 {
+		return s, fmt.Errorf("broker: consume %q: negative AckDelay %v", s.Queue, s.AckDelay)
 	}
 	if s.StreamOffset.kind == offsetAt && s.StreamOffset.n < 0 {
 		return s, fmt.Errorf("broker: consume %q: negative stream offset %d", s.Queue, s.StreamOffset.n)

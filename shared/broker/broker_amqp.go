@@ -1111,20 +1111,144 @@ type amqpSubscription struct {
 
 // amqpAcker settles deliveries on the channel that received them. After that
 // channel is gone it returns errors, never touching a newer channel.
+//
+// With a delay (ConsumeSpec.AckDelay) it holds acks back and sends them
+// together. RabbitMQ's multiple ack with tag T settles every outstanding
+// delivery of the channel up to T, and fails the channel (406 "unknown
+// delivery tag") when T itself is not outstanding; delivery tags count the
+// channel's deliveries from 1. So the acker keeps frontier, the highest tag
+// up to which every delivery of the channel is settled here (acked, held
+// or sent, or nacked), and sends the held acks at or below it as one
+// multiple ack on the highest of them, which is still outstanding since
+// its ack is held; held acks above it (acked out of order, past a delivery
+// not settled yet) go one by one. This needs the channel to carry one
+// consumer, as every subscription's does.
 type amqpAcker struct {
-	ch     *amqp.Channel
+	ch     ackChannel
 	stream bool // nack is sent as ack
+
+	delay time.Duration // 0: every ack is sent at once
+	limit int           // held acks that make the acker send them at once
+
+	mu       sync.Mutex
+	frontier uint64              // every tag ≤ frontier is settled
+	above    map[uint64]struct{} // settled tags > frontier+1
+	held     []uint64            // acked tags not sent yet
+	timer    *time.Timer         // sends held acks; nil while none are held
+}
+
+// ackChannel is what an amqpAcker needs of its channel (*amqp.Channel).
+type ackChannel interface {
+	Ack(tag uint64, multiple bool) error
+	Nack(tag uint64, multiple, requeue bool) error
+	IsClosed() bool
+}
+
+// maxAbove bounds amqpAcker.above: settles past a delivery that stays
+// unsettled are not recorded beyond it, which only makes the frontier stop
+// there (held acks then go one by one), never pass a delivery too early.
+const maxAbove = 1 << 14
+
+func newAMQPAcker(ch ackChannel, stream bool, delay time.Duration, prefetch int) *amqpAcker {
+	a := &amqpAcker{ch: ch, stream: stream}
+	if delay > 0 && !stream {
+		a.delay, a.limit = delay, max(1, prefetch/2)
+		a.above = make(map[uint64]struct{})
+	}
+	return a
 }
 
 func (a *amqpAcker) ack(tag uint64) error {
-	return ackErr(a.ch.Ack(tag, false))
+	if a.delay == 0 {
+		return ackErr(a.ch.Ack(tag, false))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ch.IsClosed() {
+		return ackErr(amqp.ErrClosed)
+	}
+	a.settledLocked(tag)
+	a.held = append(a.held, tag)
+	if len(a.held) >= a.limit {
+		return a.sendLocked()
+	}
+	if a.timer == nil {
+		a.timer = time.AfterFunc(a.delay, func() { _ = a.flush() })
+	}
+	return nil
 }
 
 func (a *amqpAcker) nack(tag uint64, requeue bool) error {
 	if a.stream {
 		return ackErr(a.ch.Ack(tag, false))
 	}
-	return ackErr(a.ch.Nack(tag, false, requeue))
+	if a.delay == 0 {
+		return ackErr(a.ch.Nack(tag, false, requeue))
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// The acks held so far go first (tag is not settled yet, so they stop
+	// below it): what was processed is not delivered again if the channel
+	// goes down after this nack.
+	_ = a.sendLocked()
+	err := ackErr(a.ch.Nack(tag, false, requeue))
+	a.settledLocked(tag)
+	return err
+}
+
+// flush sends the held acks now.
+func (a *amqpAcker) flush() error {
+	if a.delay == 0 {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sendLocked()
+}
+
+// settledLocked records that tag is settled and moves the frontier on.
+func (a *amqpAcker) settledLocked(tag uint64) {
+	switch {
+	case tag == a.frontier+1:
+		a.frontier = tag
+		for {
+			if _, ok := a.above[a.frontier+1]; !ok {
+				break
+			}
+			delete(a.above, a.frontier+1)
+			a.frontier++
+		}
+	case tag > a.frontier+1 && len(a.above) < maxAbove:
+		a.above[tag] = struct{}{}
+	}
+}
+
+// sendLocked sends the held acks: those at or below the frontier as one
+// multiple ack on the highest of them, the others one by one.
+func (a *amqpAcker) sendLocked() error {
+	if a.timer != nil {
+		a.timer.Stop()
+		a.timer = nil
+	}
+	if len(a.held) == 0 {
+		return nil
+	}
+	var multi uint64
+	var err error
+	for _, t := range a.held {
+		if t <= a.frontier {
+			multi = max(multi, t)
+		} else if e := a.ch.Ack(t, false); err == nil {
+			err = e
+		}
+	}
+	if multi > 0 {
+		if e := a.ch.Ack(multi, true); err == nil {
+			err = e
+		}
+	}
+	a.held = a.held[:0]
+	return ackErr(err)
 }
 
 func ackErr(err error) error {
@@ -1180,7 +1304,11 @@ func (c *amqpConsumer) subscribe(conn *amqp.Connection) (*amqpSubscription, erro
 		}
 		return nil, c.b.opErr(conn, what, err)
 	}
-	return &amqpSubscription{ch: ch, deliveries: deliveries, acker: &amqpAcker{ch: ch, stream: c.stream}}, nil
+	var delay time.Duration
+	if !c.spec.AutoAck {
+		delay = c.spec.AckDelay
+	}
+	return &amqpSubscription{ch: ch, deliveries: deliveries, acker: newAMQPAcker(ch, c.stream, delay, c.spec.Prefetch)}, nil
 }
 
 // run delivers until the consumer stops, subscribing again whenever its
@@ -1203,11 +1331,14 @@ func (c *amqpConsumer) run(s *amqpSubscription) {
 			}
 		} else {
 			failures = 0
-			if c.deliver(s) {
-				_ = s.ch.Close()
+			stop := c.deliver(s)
+			// The acks held back go before the channel closes, so that
+			// RabbitMQ does not deliver again what was processed.
+			_ = s.acker.flush()
+			_ = s.ch.Close() // when not stopping: in case RabbitMQ cancelled the consumer (queue deleted)
+			if stop {
 				return
 			}
-			_ = s.ch.Close() // in case RabbitMQ cancelled the consumer (queue deleted)
 		}
 		if s = c.resubscribe(); s == nil {
 			return

@@ -422,3 +422,116 @@ func TestAMQPQuorumQueue(t *testing.T) {
 	}
 	testenv.WaitFor(t, 10*time.Second, func() bool { return r.has("q") }, "the message through the quorum queue")
 }
+
+// TestAMQPAckDelay consumes a quorum queue with acks held back for longer
+// than the test runs: half the prefetch held must go at once (else the
+// consumer stalls after Prefetch deliveries), a nack among held acks must
+// not fail the channel, and stopping must send what is held (else the
+// next consumer gets the processed messages again).
+func TestAMQPAckDelay(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	b := newAMQP(t)
+	t.Cleanup(func() { _ = b.Close() })
+	name := "hearth-test.ackdelay." + time.Now().Format("150405.000000")
+	t.Cleanup(func() { deleteTopology(t, []string{name}, []string{name}) })
+	if err := b.DeclareExchange(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeclareQueue(ctx, broker.QueueSpec{Name: name, Quorum: true, MaxLength: 1000, Overflow: broker.RejectPublish}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Bind(ctx, name, name, "#"); err != nil {
+		t.Fatal(err)
+	}
+	const n, nacked = 100, "m-37"
+	msgs := make([]broker.Message, n)
+	for i := range msgs {
+		msgs[i] = broker.Message{Key: "k", Body: []byte("m-" + strconv.Itoa(i)), Persistent: true}
+	}
+	if err := b.PublishBatch(ctx, name, msgs); err != nil {
+		t.Fatal(err)
+	}
+
+	// First consumer: prefetch 8, acks held for an hour. It nacks nacked
+	// once (requeued: it comes again, redelivered) and acks the rest.
+	cctx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	var mu sync.Mutex
+	seen := map[string]int{}
+	acked := 0
+	all := make(chan struct{})
+	err := b.Consume(cctx, broker.ConsumeSpec{Queue: name, Prefetch: 8, AckDelay: time.Hour, OnStop: func() { close(stopped) }},
+		func(d *broker.Delivery) {
+			body := string(d.Body)
+			mu.Lock()
+			defer mu.Unlock()
+			seen[body]++
+			if body == nacked && seen[body] == 1 {
+				if err := d.Nack(true); err != nil {
+					t.Errorf("nack: %v", err)
+				}
+				return
+			}
+			if err := d.Ack(); err != nil {
+				t.Errorf("ack %s: %v", body, err)
+			}
+			if acked++; acked == n {
+				close(all)
+			}
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-all:
+	case <-time.After(30 * time.Second):
+		mu.Lock()
+		got, again := len(seen), seen[nacked]
+		mu.Unlock()
+		t.Fatalf("consumer stalled: %d of %d messages seen (%s seen %d times); held acks not sent at half the prefetch?", got, n, nacked, again)
+	}
+	if !b.State().Connected {
+		t.Fatal("broker disconnected")
+	}
+	stop()
+	<-stopped
+
+	// Second consumer: the queue holds only what comes next, so its first
+	// delivery is the marker, not a message the first consumer acked.
+	if err := b.Publish(ctx, name, broker.Message{Key: "k", Body: []byte("marker"), Persistent: true}); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan string, 1)
+	if err := b.Consume(ctx, broker.ConsumeSpec{Queue: name}, func(d *broker.Delivery) {
+		select {
+		case first <- string(d.Body):
+		default:
+		}
+		_ = d.Ack()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-first:
+		if got != "marker" {
+			t.Fatalf("after the first consumer stopped, the next got %q first: held acks were not sent on stop", got)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("marker not delivered")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for body, c := range seen {
+		if want := 1 + btoi(body == nacked); c != want {
+			t.Errorf("%s delivered %d times, want %d", body, c, want)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
