@@ -32,7 +32,7 @@ const (
 )
 
 // conn is one client connection. Its fields are written once before the
-// read loop starts, except where a comment names the lock.
+// connection is read, except where a comment names the lock.
 type conn struct {
 	id     string
 	user   string
