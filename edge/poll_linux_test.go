@@ -102,3 +102,38 @@ func TestPoller(t *testing.T) {
 		t.Fatal("re-arming a removed socket succeeded")
 	}
 }
+
+// TestReadNowAllocs: a read through the pooled reader allocates nothing,
+// whether the socket has bytes or not (EAGAIN).
+func TestReadNowAllocs(t *testing.T) {
+	client, server := tcpPair(t)
+	rc, err := server.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := getSockReader(512)
+	payload := []byte("0123456789")
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := client.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for got := 0; got < len(payload); {
+			n, err := r.readNow(rc, r.buf)
+			if err != nil && err != syscall.EAGAIN {
+				t.Fatal(err)
+			}
+			got += n
+			if time.Now().After(deadline) {
+				t.Fatal("bytes written to the socket never arrived")
+			}
+		}
+		if n, err := r.readNow(rc, r.buf); n != 0 || err != syscall.EAGAIN {
+			t.Fatalf("read of an empty socket: %d, %v; want 0, EAGAIN", n, err)
+		}
+	})
+	// A read used to cost three allocations (its callback, n and err).
+	if allocs > 0 {
+		t.Fatalf("%.1f allocations per write-and-read round, want 0", allocs)
+	}
+}

@@ -22,17 +22,56 @@ import (
 // errNoRawConn: the connection has no file descriptor to poll.
 var errNoRawConn = errors.New("edge: connection has no file descriptor")
 
-// readBufPool holds the buffers readers read into. A connection holds one
-// only while it is being read.
-var readBufPool sync.Pool
-
-func getReadBuf(size int) *[]byte {
-	if bp, ok := readBufPool.Get().(*[]byte); ok && cap(*bp) == size {
-		return bp
-	}
-	b := make([]byte, size)
-	return &b
+// sockReader is what one reader goroutine needs to read a socket: its
+// buffer, and the read(2) callback for syscall.RawConn, made once and kept
+// with the buffer in a pool so that a read allocates nothing (as
+// rawNowWriter does for writes). A connection holds one only while it is
+// being read.
+type sockReader struct {
+	buf []byte
+	// The read in progress: where it goes and what read(2) returned.
+	dst []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
 }
+
+var sockReaderPool sync.Pool
+
+func getSockReader(size int) *sockReader {
+	if r, ok := sockReaderPool.Get().(*sockReader); ok && len(r.buf) == size {
+		return r
+	}
+	r := &sockReader{buf: make([]byte, size)}
+	r.fn = r.read
+	return r
+}
+
+func (r *sockReader) read(fd uintptr) bool {
+	r.n, r.err = syscall.Read(int(fd), r.dst)
+	return true // never wait for the runtime's poller: the epoll set does
+}
+
+// readNow is one read(2) of rc's non-blocking socket into dst: EAGAIN when
+// it holds nothing, a zero count with errEOF at end of file.
+func (r *sockReader) readNow(rc syscall.RawConn, dst []byte) (int, error) {
+	r.dst = dst
+	cerr := rc.Read(r.fn)
+	n, err := r.n, r.err
+	r.dst, r.n, r.err = nil, 0, nil
+	if cerr != nil {
+		return 0, cerr
+	}
+	if n < 0 {
+		n = 0
+	}
+	if n == 0 && err == nil {
+		err = errEOF
+	}
+	return n, err
+}
+
+var errEOF = errors.New("edge: end of stream")
 
 // startReading hands a new connection to the poller, or to a goroutine of
 // its own when the edge has no poller or the socket cannot be polled.
@@ -58,11 +97,11 @@ func (s *Server) readable(c *conn) {
 func (c *conn) readReady() {
 	defer c.srv.wg.Done()
 	defer c.recoverRead()
-	bp := getReadBuf(c.srv.cfg.ReadBuffer)
-	defer readBufPool.Put(bp)
+	r := getSockReader(c.srv.cfg.ReadBuffer)
+	defer sockReaderPool.Put(r)
 	for {
-		dst, direct := c.rd.space(*bp)
-		n, err := c.readNow(dst)
+		dst, direct := c.rd.space(r.buf)
+		n, err := r.readNow(c.rc, dst)
 		if n > 0 {
 			if !c.consume(dst[:n], direct) {
 				c.finish()
@@ -83,27 +122,6 @@ func (c *conn) readReady() {
 		return
 	}
 }
-
-// readNow is one read(2) on the non-blocking socket: EAGAIN when it holds
-// nothing, a zero count with a nil error at end of file.
-func (c *conn) readNow(buf []byte) (n int, err error) {
-	cerr := c.rc.Read(func(fd uintptr) bool {
-		n, err = syscall.Read(int(fd), buf)
-		return true
-	})
-	if cerr != nil {
-		return 0, cerr
-	}
-	if n < 0 {
-		n = 0
-	}
-	if n == 0 && err == nil {
-		err = errEOF
-	}
-	return n, err
-}
-
-var errEOF = errors.New("edge: end of stream")
 
 // readLoop reads c until it ends, blocking in the runtime's poller
 // between frames.

@@ -29,8 +29,7 @@ func (u *userBinds) add(c *conn) {
 	u.mu.Lock()
 	if u.stopped {
 		u.mu.Unlock()
-		c.userBindFailed = true
-		close(c.userBound)
+		c.notBound()
 		return
 	}
 	u.queue = append(u.queue, c)
@@ -54,8 +53,7 @@ func (u *userBinds) run(ctx context.Context, s *Server) {
 			if ctx.Err() == nil && !c.closing.Load() {
 				s.bindUser(c)
 			} else {
-				c.userBindFailed = true
-				close(c.userBound)
+				c.notBound()
 			}
 			batch[i] = nil
 		}
@@ -70,13 +68,19 @@ func (u *userBinds) run(ctx context.Context, s *Server) {
 			u.queue = nil
 			u.mu.Unlock()
 			for _, c := range rest {
-				c.userBindFailed = true
-				close(c.userBound)
+				c.notBound()
 			}
 			return
 		case <-u.wake:
 		}
 	}
+}
+
+// notBound settles c's user key as never bound: Server.closed then has
+// nothing to release.
+func (c *conn) notBound() {
+	c.userBindFailed = true
+	close(c.userBound)
 }
 
 // bindUser binds c's user key and closes c.userBound.
