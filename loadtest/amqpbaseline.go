@@ -156,21 +156,11 @@ func (r *Runner) runAMQP(ctx context.Context, res *Result) error {
 		last = cur
 		if h := e2e.swap(); h != nil {
 			t.e2e = h
-			hm := c.hists["e2e/0"]
-			if hm == nil {
-				hm = newHist()
-				c.hists["e2e/0"] = hm
-			}
-			hm.Merge(h)
+			c.addHist("e2e/0", h)
 		}
 		if h := confirm.swap(); h != nil {
 			t.ack = h
-			hm := c.hists["ack/0"]
-			if hm == nil {
-				hm = newHist()
-				c.hists["ack/0"] = hm
-			}
-			hm.Merge(h)
+			c.addHist("ack/0", h)
 		}
 		c.ticks[k] = t
 		if !cfg.Quiet {

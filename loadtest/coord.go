@@ -308,6 +308,16 @@ func (c *coord) addProgress(w *wstate, p *progress) {
 	}
 }
 
+// addHist merges h into the run's histogram name.
+func (c *coord) addHist(name string, h *hdr.Histogram) {
+	hm := c.hists[name]
+	if hm == nil {
+		hm = newHist()
+		c.hists[name] = hm
+	}
+	hm.Merge(h)
+}
+
 func (c *coord) allReady() bool {
 	for _, w := range c.workers {
 		if !w.ready && !w.eof {

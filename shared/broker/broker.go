@@ -29,6 +29,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // Sentinel errors. Implementations wrap them with context.
@@ -456,6 +458,22 @@ func (s QueueSpec) normalize() (QueueSpec, error) {
 }
 
 // normalize validates s and fills in its defaults.
+// start calls OnStart, if set.
+func (s *ConsumeSpec) start() error {
+	if s.OnStart == nil {
+		return nil
+	}
+	return s.OnStart()
+}
+
+// stopped calls OnStop, if set, once a consumer has stopped for good.
+func (s *ConsumeSpec) stopped(log zerolog.Logger) {
+	log.Debug().Msg("broker: consumer stopped")
+	if s.OnStop != nil {
+		s.OnStop()
+	}
+}
+
 func (s ConsumeSpec) normalize() (ConsumeSpec, error) {
 	if s.Queue == "" {
 		return s, errors.New("broker: consume: queue name is empty")

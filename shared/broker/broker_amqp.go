@@ -1314,13 +1314,14 @@ func (c *amqpConsumer) subscribe(conn *amqp.Connection) (*amqpSubscription, erro
 // run delivers until the consumer stops, subscribing again whenever its
 // channel is lost or OnStart fails, then calls OnStop.
 func (c *amqpConsumer) run(s *amqpSubscription) {
-	defer c.stopped()
+	// OnStop runs once the consumer's last channel is closed.
+	defer c.spec.stopped(c.log)
 	for failures := 0; ; {
 		if c.stopping() {
 			_ = s.ch.Close()
 			return
 		}
-		if err := c.start(); err != nil {
+		if err := c.spec.start(); err != nil {
 			_ = s.ch.Close() // RabbitMQ requeues what it sent meanwhile
 			failures++
 			delay := c.b.backoff(failures)
@@ -1343,22 +1344,6 @@ func (c *amqpConsumer) run(s *amqpSubscription) {
 		if s = c.resubscribe(); s == nil {
 			return
 		}
-	}
-}
-
-// start calls OnStart.
-func (c *amqpConsumer) start() error {
-	if c.spec.OnStart == nil {
-		return nil
-	}
-	return c.spec.OnStart()
-}
-
-// stopped calls OnStop once the consumer's last channel is closed.
-func (c *amqpConsumer) stopped() {
-	c.log.Debug().Msg("broker: consumer stopped")
-	if c.spec.OnStop != nil {
-		c.spec.OnStop()
 	}
 }
 

@@ -773,13 +773,14 @@ func (s *localSub) give(e localEntry) {
 // run delivers until the consumer stops, subscribing again after a failed
 // OnStart, then calls OnStop.
 func (c *localConsumer) run(s *localSub) {
-	defer c.stopped()
+	// OnStop runs once the consumer left its queue.
+	defer c.spec.stopped(c.log)
 	for failures := 0; ; {
 		if c.stopping() {
 			c.q.detach(s)
 			return
 		}
-		err := c.start()
+		err := c.spec.start()
 		if err == nil {
 			c.deliver(s) // returns once the consumer stops
 			c.q.detach(s)
@@ -806,22 +807,6 @@ func (c *localConsumer) run(s *localSub) {
 				return
 			}
 		}
-	}
-}
-
-// start calls OnStart.
-func (c *localConsumer) start() error {
-	if c.spec.OnStart == nil {
-		return nil
-	}
-	return c.spec.OnStart()
-}
-
-// stopped calls OnStop once the consumer left its queue.
-func (c *localConsumer) stopped() {
-	c.log.Debug().Msg("broker: consumer stopped")
-	if c.spec.OnStop != nil {
-		c.spec.OnStop()
 	}
 }
 

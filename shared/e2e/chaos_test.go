@@ -233,6 +233,23 @@ func runChaos(t *testing.T, r *chaosRig, clients []*chaosClient, rooms []string,
 	return rep
 }
 
+// startPipeline starts the hubs and two edges, waits for the shards to be
+// balanced over the hubs, and connects eight clients, alternating edges,
+// to 20 rooms.
+func (r *chaosRig) startPipeline(hubs ...string) (rooms []string, clients []*chaosClient) {
+	for _, id := range hubs {
+		r.startHub(id)
+	}
+	r.startEdges(2)
+	testenv.WaitFor(r.t, 20*time.Second, r.balanced, "%d shards over %d hubs", r.shards, len(hubs))
+	rooms = chaosRooms(20)
+	clients = make([]*chaosClient, 8)
+	for i := range clients {
+		clients[i] = r.client(fmt.Sprintf("c%d", i), i%2, rooms)
+	}
+	return rooms, clients
+}
+
 func chaosRooms(n int) []string {
 	rooms := make([]string, n)
 	for i := range rooms {
@@ -249,16 +266,7 @@ func TestHubKill(t *testing.T) {
 		t.Skip("runs processes")
 	}
 	r := newChaosRig(t, 16)
-	for _, id := range []string{"hub-a", "hub-b", "hub-c"} {
-		r.startHub(id)
-	}
-	r.startEdges(2)
-	testenv.WaitFor(t, 20*time.Second, r.balanced, "16 shards over 3 hubs")
-	rooms := chaosRooms(20)
-	clients := make([]*chaosClient, 8)
-	for i := range clients {
-		clients[i] = r.client(fmt.Sprintf("c%d", i), i%2, rooms)
-	}
+	rooms, clients := r.startPipeline("hub-a", "hub-b", "hub-c")
 	var took *settleTimer
 	runChaos(t, r, clients, rooms, 2000, func() {
 		r.kill("hub-b")
@@ -278,16 +286,7 @@ func TestHubJoins(t *testing.T) {
 		t.Skip("runs processes")
 	}
 	r := newChaosRig(t, 16)
-	for _, id := range []string{"hub-a", "hub-b", "hub-c"} {
-		r.startHub(id)
-	}
-	r.startEdges(2)
-	testenv.WaitFor(t, 20*time.Second, r.balanced, "16 shards over 3 hubs")
-	rooms := chaosRooms(20)
-	clients := make([]*chaosClient, 8)
-	for i := range clients {
-		clients[i] = r.client(fmt.Sprintf("c%d", i), i%2, rooms)
-	}
+	rooms, clients := r.startPipeline("hub-a", "hub-b", "hub-c")
 	var took *settleTimer
 	runChaos(t, r, clients, rooms, 2000, func() {
 		r.spawnHub("hub-d")

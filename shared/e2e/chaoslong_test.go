@@ -27,16 +27,7 @@ func TestChaosLong(t *testing.T) {
 	}
 	r := newChaosRig(t, 16)
 	live := []string{"hub-0", "hub-1", "hub-2"}
-	for _, id := range live {
-		r.startHub(id)
-	}
-	r.startEdges(2)
-	testenv.WaitFor(t, 20*time.Second, r.balanced, "16 shards over 3 hubs")
-	rooms := chaosRooms(20)
-	clients := make([]*chaosClient, 8)
-	for i := range clients {
-		clients[i] = r.client(fmt.Sprintf("c%d", i), i%2, rooms)
-	}
+	rooms, clients := r.startPipeline(live...)
 	start := time.Now()
 	nextKill := start.Add(every)
 	kills, sent, nextHub := 0, 0, 3

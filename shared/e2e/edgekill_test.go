@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -40,20 +38,7 @@ func TestEdgeKill(t *testing.T) {
 		r.edgeAddrs = append(r.edgeAddrs, addr)
 		testenv.WaitFor(t, 60*time.Second, func() bool { return httpOK("http://" + addr + "/readyz") }, "edge %d ready", i)
 	}
-	tlsAddr := freeAddr(t)
-	caDir := filepath.Join(t.TempDir(), "tls")
-	startProc(t, "tls", r.bin+"/hearth-tls", nil, "-listen", tlsAddr,
-		"-edges", "http://"+r.edgeAddrs[0]+",http://"+r.edgeAddrs[1], "-ca-dir", caDir,
-		"-metrics-listen", "-", "-health-interval", "100ms", "-healthy-after", "1")
-	caFile := filepath.Join(caDir, "ca.pem")
-	testenv.WaitFor(t, 30*time.Second, func() bool {
-		c, err := net.Dial("tcp", tlsAddr)
-		if err == nil {
-			c.Close()
-		}
-		_, statErr := os.Stat(caFile)
-		return err == nil && statErr == nil
-	}, "TLS tier listening")
+	tlsAddr, caFile := startTLSTier(t, r.bin, r.edgeAddrs[:2], filepath.Join(t.TempDir(), "tls"), "-healthy-after", "1")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -68,19 +68,7 @@ func TestProcesses(t *testing.T) {
 	for _, addr := range edgeAddrs {
 		testenv.WaitFor(t, 60*time.Second, func() bool { return httpOK("http://" + addr + "/readyz") }, "edge %s ready", addr)
 	}
-	tlsAddr := freeAddr(t)
-	startProc(t, "tls", bin+"/hearth-tls", nil,
-		"-listen", tlsAddr, "-edges", "http://"+edgeAddrs[0]+",http://"+edgeAddrs[1],
-		"-ca-dir", filepath.Join(dir, "tls"), "-metrics-listen", "-", "-health-interval", "100ms")
-	caFile := filepath.Join(dir, "tls", "ca.pem")
-	testenv.WaitFor(t, 30*time.Second, func() bool {
-		c, err := net.Dial("tcp", tlsAddr)
-		if err == nil {
-			c.Close()
-		}
-		_, statErr := os.Stat(caFile)
-		return err == nil && statErr == nil
-	}, "TLS tier listening")
+	tlsAddr, caFile := startTLSTier(t, bin, edgeAddrs, filepath.Join(dir, "tls"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -162,4 +150,29 @@ func TestProcesses(t *testing.T) {
 		return err == nil
 	}, "drained client publishes again")
 	expect(other, "the other client", "after-drain")
+}
+
+// startTLSTier starts the TLS tier in front of the edges, with its local CA
+// in caDir, and waits until it listens and has written the CA certificate.
+// extra flags are appended.
+func startTLSTier(t *testing.T, bin string, edgeAddrs []string, caDir string, extra ...string) (addr, caFile string) {
+	t.Helper()
+	addr = freeAddr(t)
+	edges := make([]string, len(edgeAddrs))
+	for i, a := range edgeAddrs {
+		edges[i] = "http://" + a
+	}
+	args := append([]string{"-listen", addr, "-edges", strings.Join(edges, ","),
+		"-ca-dir", caDir, "-metrics-listen", "-", "-health-interval", "100ms"}, extra...)
+	startProc(t, "tls", bin+"/hearth-tls", nil, args...)
+	caFile = filepath.Join(caDir, "ca.pem")
+	testenv.WaitFor(t, 30*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		_, statErr := os.Stat(caFile)
+		return err == nil && statErr == nil
+	}, "TLS tier listening")
+	return addr, caFile
 }
