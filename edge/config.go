@@ -53,8 +53,9 @@ type Config struct {
 	SendQueueBytes int `flag:"send-queue-bytes" env:"HEARTH_SEND_QUEUE_BYTES" default:"4194304" usage:"per-connection send queue bound in bytes (overflow closes 4001)"`
 	// WriteTimeout bounds one socket write. Zero value means 10s.
 	WriteTimeout time.Duration `flag:"write-timeout" env:"HEARTH_WRITE_TIMEOUT" default:"10s" usage:"deadline for one socket write"`
-	// Heartbeat is the interval of server pings. Zero value means 25s.
-	Heartbeat time.Duration `flag:"heartbeat" env:"HEARTH_HEARTBEAT" default:"25s" usage:"interval between server pings"`
+	// Heartbeat is how often each connection is checked and, if quiet,
+	// pinged (Server.heartbeatLoop). Zero value means 25s.
+	Heartbeat time.Duration `flag:"heartbeat" env:"HEARTH_HEARTBEAT" default:"25s" usage:"how often each connection is checked; a quiet one gets a ping"`
 	// HeartbeatTimeout is how long after a ping a silent connection is
 	// closed (4002). Zero value means 10s.
 	HeartbeatTimeout time.Duration `flag:"heartbeat-timeout" env:"HEARTH_HEARTBEAT_TIMEOUT" default:"10s" usage:"close a connection silent this long after a ping"`

@@ -62,6 +62,12 @@ type conn struct {
 
 	// lastSeen is the Unix nanosecond time of the last frame received.
 	lastSeen atomic.Int64
+	// lastSent is the Unix nanosecond time of the last write to the
+	// socket (or the connection's start).
+	lastSent atomic.Int64
+	// hbSlot is the heartbeat slice the connection is checked in
+	// (Server.heartbeatLoop).
+	hbSlot uint32
 
 	// mu guards rooms and closed.
 	mu     sync.Mutex
@@ -118,7 +124,10 @@ func newConn(srv *Server, id, user, remote string, nc *lockedConn) *conn {
 	if sc, ok := nc.Conn.(syscall.Conn); ok {
 		c.rc, _ = sc.SyscallConn()
 	}
-	c.lastSeen.Store(time.Now().UnixNano())
+	now := time.Now().UnixNano()
+	c.lastSeen.Store(now)
+	c.lastSent.Store(now)
+	c.hbSlot = srv.hbNext.Add(1) % heartbeatSlices
 	return c
 }
 
@@ -274,6 +283,7 @@ func (c *conn) consumed(n int) {
 	if n <= 0 {
 		return
 	}
+	c.lastSent.Store(time.Now().UnixNano())
 	c.srv.stats.bytesOut.Add(uint64(n))
 	for n > 0 && c.qLen > 0 {
 		f := c.q[c.qHead]

@@ -89,6 +89,9 @@ type Server struct {
 	poller *poller
 
 	wg sync.WaitGroup // connection goroutines and the heartbeat loop
+
+	// hbNext hands out connections' heartbeat slots in turn.
+	hbNext atomic.Uint32
 }
 
 // New validates cfg and builds an edge on broker b. reg receives the edge's
@@ -489,38 +492,63 @@ func (s *Server) trusted(a netip.Addr) bool {
 	return false
 }
 
-// heartbeatLoop pings every connection each Heartbeat and closes those
-// silent for longer than Heartbeat+HeartbeatTimeout. One loop serves all
+// heartbeatSlices is how many parts the connections are checked in: one
+// part every Heartbeat/heartbeatSlices, so each connection is checked once
+// per Heartbeat and the pings of many connections never leave together (a
+// burst of 10,000 pings and pongs stalled everything else for ~100 ms).
+const heartbeatSlices = 32
+
+// heartbeatLoop checks every connection once per Heartbeat, one slice at a
+// time. A connection silent for longer than Heartbeat+HeartbeatTimeout is
+// closed. One silent for longer than HeartbeatTimeout gets a ping, so a
+// connection is only ever closed a Heartbeat after a ping it did not
+// answer; so does one nothing was written to for Heartbeat/2, so the
+// client hears from the edge at least every 1.5 Heartbeats (PROTOCOL.md
+// §5.9). A connection that talks and is talked to is not pinged: its own
+// frames prove it alive and ours reach it. One loop serves all
 // connections, so idle connections cost no timer each.
 func (s *Server) heartbeatLoop(ctx context.Context) {
 	defer s.wg.Done()
-	t := time.NewTicker(s.cfg.Heartbeat)
+	t := time.NewTicker(max(s.cfg.Heartbeat/heartbeatSlices, time.Millisecond))
 	defer t.Stop()
-	limit := (s.cfg.Heartbeat + s.cfg.HeartbeatTimeout).Nanoseconds()
 	var batch []*conn
-	for {
+	for slot := uint32(0); ; slot = (slot + 1) % heartbeatSlices {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		now := time.Now().UnixNano()
-		batch = batch[:0]
-		s.mu.Lock()
-		for c := range s.conns {
+		batch = s.heartbeatSlice(slot, time.Now().UnixNano(), batch)
+	}
+}
+
+// heartbeatSlice checks the connections of one heartbeat slot at time now
+// (Unix nanoseconds) and returns batch, emptied, for the next call.
+func (s *Server) heartbeatSlice(slot uint32, now int64, batch []*conn) []*conn {
+	limit := (s.cfg.Heartbeat + s.cfg.HeartbeatTimeout).Nanoseconds()
+	quiet := s.cfg.HeartbeatTimeout.Nanoseconds()
+	unheard := (s.cfg.Heartbeat / 2).Nanoseconds()
+	s.mu.Lock()
+	for c := range s.conns {
+		if c.hbSlot == slot {
 			batch = append(batch, c)
 		}
-		s.mu.Unlock()
-		for _, c := range batch {
-			if now-c.lastSeen.Load() > limit {
-				s.stats.heartbeatTimeouts.Add(1)
-				s.goClose(c, closeHeartbeat)
-				continue
-			}
-			c.trim()
+	}
+	s.mu.Unlock()
+	for _, c := range batch {
+		silent := now - c.lastSeen.Load()
+		if silent > limit {
+			s.stats.heartbeatTimeouts.Add(1)
+			s.goClose(c, closeHeartbeat)
+			continue
+		}
+		c.trim()
+		if silent > quiet || now-c.lastSent.Load() > unheard {
 			c.enqueue(pingFrame)
 		}
 	}
+	clear(batch)
+	return batch[:0]
 }
 
 // goClose closes c on a goroutine of its own, so a stalled socket never
