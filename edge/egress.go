@@ -94,10 +94,15 @@ func (s *Server) deliver(d *broker.Delivery) {
 	case protocol.KeyRoom:
 		s.stats.roomMessages.Add(1)
 		n := s.index.fanout(roomsOf, id, d.Body, &s.pending)
-		if n == 0 {
+		if n == 0 && d.Reply == nil {
 			s.stats.unmatched.Add(1)
 		}
 		s.stats.deliveries.Add(uint64(n))
+		if d.Reply != nil {
+			// The publisher's ack, riding with its message (PROTOCOL.md
+			// §9.4): queued after the message, as a reply would be.
+			s.replyTo(d.Conn, d.Reply)
+		}
 	case protocol.KeyUser:
 		s.stats.userMessages.Add(1)
 		s.stats.deliveries.Add(uint64(s.index.fanout(usersOf, id, d.Body, &s.pending)))
@@ -147,4 +152,18 @@ func (s *Server) reply(d *broker.Delivery) {
 	}
 	s.stats.deliveries.Add(1)
 	c.queueFor(newWSFrame(opBinary, d.Body, 1), &s.pending)
+}
+
+// replyTo queues body for connection id of this edge. A broadcast carrying
+// a reply reaches every edge with members of the room: on the others, and
+// when the connection is gone, there is no such connection.
+func (s *Server) replyTo(id string, body []byte) {
+	s.mu.Lock()
+	c := s.byID[id]
+	s.mu.Unlock()
+	if c == nil {
+		return
+	}
+	s.stats.deliveries.Add(1)
+	c.queueFor(newWSFrame(opBinary, body, 1), &s.pending)
 }

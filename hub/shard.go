@@ -38,8 +38,9 @@ type shard struct {
 	maxBatch int
 	// batch is the batch being collected and processed.
 	batch batch
-	// edgeKeys caches the egress routing key of the edges replied to.
-	edgeKeys map[string]string
+	// edgeCCs caches, per edge replied to, a one-element slice holding
+	// its egress routing key (edgeCC).
+	edgeCCs map[string][]string
 }
 
 // batch is what a shard collected since its last flush, and what
@@ -83,7 +84,7 @@ const failureBackoff = 200 * time.Millisecond
 // errWrongShard is why an envelope routed to the wrong shard is dropped.
 var errWrongShard = errors.New("hub: envelope routed to the wrong shard")
 
-// maxEdgeKeys bounds shard.edgeKeys; past it the cache starts again.
+// maxEdgeKeys bounds shard.edgeCCs; past it the cache starts again.
 const maxEdgeKeys = 1024
 
 // invalidate marks the state stale; it runs as the consumer's OnStart.
@@ -95,7 +96,7 @@ func (sh *shard) invalidate() error {
 func newShard(w *Worker, n int) *shard {
 	return &shard{
 		w: w, n: n, st: newState(w.limits()), stream: stateQueue(n),
-		maxBatch: batchLimit(w.cfg.Prefetch), edgeKeys: make(map[string]string),
+		maxBatch: batchLimit(w.cfg.Prefetch), edgeCCs: make(map[string][]string),
 	}
 }
 
@@ -423,12 +424,14 @@ func (sh *shard) publish(env *protocol.Envelope, redelivered bool) error {
 		// stopped between the log and the broadcast: broadcast it again
 		// (clients drop seqs they have).
 		sh.w.stats.duplicates.Add(1)
+		again := false
 		if redelivered {
-			if err := sh.rebroadcast(f.Room, r, seq); err != nil {
+			var err error
+			if again, err = sh.rebroadcast(f.Room, r, seq); err != nil {
 				return err
 			}
 		}
-		return sh.ack(env, seq)
+		return sh.ack(env, seq, again)
 	}
 	rec := &record{K: recMessage, Room: f.Room, Seq: r.seq + 1, User: env.User, CMID: f.CMID, TS: time.Now().UnixMilli(), Body: f.Body}
 	if err := sh.commit(rec); err != nil {
@@ -439,17 +442,27 @@ func (sh *shard) publish(env *protocol.Envelope, redelivered bool) error {
 		return err
 	}
 	sh.batch.messages++
-	return sh.ack(env, rec.Seq)
+	return sh.ack(env, rec.Seq, true)
 }
 
-// ack queues the publisher's ack, after the message's broadcast.
-func (sh *shard) ack(env *protocol.Envelope, seq uint64) error {
+// ack queues the publisher's ack, after the message's broadcast. When
+// broadcast is set, the broadcast is the batch's last egress message and
+// the ack rides with it (PROTOCOL.md §9.4): one message instead of two
+// per chat message, and the sender's edge gets it even if it no longer
+// has members of the room (the broadcast is CC'd to its edge key).
+func (sh *shard) ack(env *protocol.Envelope, seq uint64, broadcast bool) error {
 	if env.Kind == protocol.KindIntegrator {
 		return nil
 	}
 	f := &env.Frame
 	ack := protocol.Frame{Type: protocol.TypeAck, ID: f.ID, Room: f.Room, CMID: f.CMID, Seq: seq}
-	if err := sh.reply(env, protocol.MsgReply, &ack); err != nil {
+	var err error
+	if broadcast {
+		err = sh.attachReply(env, &ack)
+	} else {
+		err = sh.reply(env, protocol.MsgReply, &ack)
+	}
+	if err != nil {
 		// The message is sequenced; the sender misses only its ack and
 		// will retry, which de-duplication answers.
 		sh.w.log.Warn().Err(err).Str("room", f.Room).Uint64("seq", seq).Msg("ack not sent")
@@ -457,14 +470,15 @@ func (sh *shard) ack(env *protocol.Envelope, seq uint64) error {
 	return nil
 }
 
-// rebroadcast queues a retained message's broadcast again.
-func (sh *shard) rebroadcast(roomName string, r *room, seq uint64) error {
+// rebroadcast queues a retained message's broadcast again and reports
+// whether it did.
+func (sh *shard) rebroadcast(roomName string, r *room, seq uint64) (bool, error) {
 	i := sort.Search(len(r.history), func(i int) bool { return r.history[i].Seq >= seq })
 	if i == len(r.history) || r.history[i].Seq != seq {
-		return nil // no longer retained; members resume through history
+		return false, nil // no longer retained; members resume through history
 	}
 	msg := messageFrame(roomName, &r.history[i])
-	return sh.broadcast(roomName, &msg)
+	return true, sh.broadcast(roomName, &msg)
 }
 
 func (sh *shard) history(env *protocol.Envelope) error {
@@ -584,18 +598,36 @@ func (sh *shard) reply(env *protocol.Envelope, typ string, f *protocol.Frame) er
 	return nil
 }
 
-// edgeKey returns the egress routing key of edge.
-func (sh *shard) edgeKey(edge string) string {
-	if k, ok := sh.edgeKeys[edge]; ok {
-		return k
+// attachReply makes f, a reply to env, ride with the batch's last egress
+// message, a broadcast: the hearth-reply header carries it, hearth-conn
+// names the connection, and the edge's key is CC'd so that the sender's
+// edge gets the broadcast whether or not it is bound to the room.
+func (sh *shard) attachReply(env *protocol.Envelope, f *protocol.Frame) error {
+	body, err := protocol.EncodeFrame(f)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errEncode, err)
 	}
-	if len(sh.edgeKeys) >= maxEdgeKeys {
-		clear(sh.edgeKeys)
-	}
-	k := protocol.EdgeKey(edge)
-	sh.edgeKeys[edge] = k
-	return k
+	m := &sh.batch.egress[len(sh.batch.egress)-1]
+	m.Reply, m.Conn, m.CC = body, env.Conn, sh.edgeCC(env.Edge)
+	return nil
 }
+
+// edgeCC returns a slice holding edge's egress routing key, shared by
+// every message CC'd to edge (it is never modified).
+func (sh *shard) edgeCC(edge string) []string {
+	if cc, ok := sh.edgeCCs[edge]; ok {
+		return cc
+	}
+	if len(sh.edgeCCs) >= maxEdgeKeys {
+		clear(sh.edgeCCs)
+	}
+	cc := []string{protocol.EdgeKey(edge)}
+	sh.edgeCCs[edge] = cc
+	return cc
+}
+
+// edgeKey returns the egress routing key of edge.
+func (sh *shard) edgeKey(edge string) string { return sh.edgeCC(edge)[0] }
 
 func (sh *shard) replyError(env *protocol.Envelope, typ string, code protocol.ErrorCode, text string) error {
 	sh.w.stats.refused.Add(1)

@@ -135,8 +135,8 @@ func (h *testHub) waitBatches(n uint64) {
 func (h *testHub) settle() {
 	h.t.Helper()
 	want := func() uint64 { return h.w.Stats().Published + h.unconfirmed.Load() }
-	testenv.WaitFor(h.t, waitTimeout, func() bool { return uint64(len(h.egress.get())) == want() },
-		"waiting for the egress to receive the %d messages published (has %d)", want(), len(h.egress.get()))
+	testenv.WaitFor(h.t, waitTimeout, func() bool { return h.egress.messages() == want() },
+		"waiting for the egress to receive the %d messages published (has %d)", want(), h.egress.messages())
 }
 
 // stream rebuilds the shard's state from its stream, as a new owner would.
@@ -151,25 +151,44 @@ func (h *testHub) stream() *state {
 	return st
 }
 
-// egressLog records the egress messages, in order, with their frames.
+// egressLog records the egress messages, in order, with their frames. A
+// reply riding with a broadcast (hearth-reply) is recorded as an entry of
+// its own, right after the broadcast, with Rides set.
 type egressLog struct {
 	mu  sync.Mutex
 	out []egressMsg
+	n   uint64 // AMQP messages received
 }
 
 type egressMsg struct {
 	Key, Type, Conn, Room string
 	Frame                 protocol.Frame
+	Rides                 bool
 }
 
 func (l *egressLog) add(d *broker.Delivery) {
-	f, err := protocol.DecodeFrame(d.Body)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.n++
+	l.out = append(l.out, egressMsg{Key: d.Key, Type: d.Type, Conn: d.Conn, Room: d.Room, Frame: decodeOrNote(d.Body)})
+	if d.Reply != nil {
+		l.out = append(l.out, egressMsg{Key: d.Key, Conn: d.Conn, Frame: decodeOrNote(d.Reply), Rides: true})
+	}
+}
+
+func decodeOrNote(body []byte) protocol.Frame {
+	f, err := protocol.DecodeFrame(body)
 	if err != nil {
 		f = protocol.Frame{Text: "undecodable: " + err.Error()}
 	}
+	return f
+}
+
+// messages returns how many AMQP messages arrived.
+func (l *egressLog) messages() uint64 {
 	l.mu.Lock()
-	l.out = append(l.out, egressMsg{Key: d.Key, Type: d.Type, Conn: d.Conn, Room: d.Room, Frame: f})
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	return l.n
 }
 
 func (l *egressLog) get() []egressMsg {
@@ -266,6 +285,19 @@ func TestShardBatchPublish(t *testing.T) {
 	t.Parallel()
 	h := newTestHub(t, nil)
 	const n = 40
+	// The sender's edge queue, bound to its edge key only, as if it had no
+	// binding to the room any more: the acks' broadcasts are CC'd to it.
+	edgeOnly := &egressLog{}
+	const q = "test.edge-e1"
+	if err := h.b.DeclareQueue(t.Context(), broker.QueueSpec{Name: q, MaxLength: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.b.Bind(t.Context(), q, protocol.ExchangeEgress, protocol.EdgeKey("e1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.b.Consume(t.Context(), broker.ConsumeSpec{Queue: q, AutoAck: true}, edgeOnly.add); err != nil {
+		t.Fatal(err)
+	}
 	envs := []protocol.Envelope{joinEnv("ann", "r")}
 	var cmids []string
 	for i := range n {
@@ -289,11 +321,18 @@ func TestShardBatchPublish(t *testing.T) {
 	for i := range n {
 		b, a := out[2+2*i], out[3+2*i]
 		if b.Frame.Type != protocol.TypeMessage || b.Frame.Seq != uint64(i+1) ||
-			a.Frame.Type != protocol.TypeAck || a.Frame.Seq != uint64(i+1) || a.Key != protocol.EdgeKey("e1") || a.Conn != "ann-c" {
-			t.Fatalf("publish %d: got %+v then %+v; want the broadcast, then the ack, of seq %d", i, b, a, i+1)
+			a.Frame.Type != protocol.TypeAck || a.Frame.Seq != uint64(i+1) || !a.Rides || a.Conn != "ann-c" {
+			t.Fatalf("publish %d: got %+v then %+v; want the broadcast, with the ack riding on it, of seq %d", i, b, a, i+1)
 		}
 	}
 	checkPublishes(t, h, "r", cmids)
+	testenv.WaitFor(t, waitTimeout, func() bool { return edgeOnly.messages() == 1+n },
+		"the edge-only queue to get the joined reply and %d broadcasts (has %d)", n, edgeOnly.messages())
+	for i, m := range edgeOnly.get()[1:] {
+		if m.Frame.Type != protocol.TypeMessage && !(m.Rides && m.Frame.Type == protocol.TypeAck) {
+			t.Fatalf("edge-only entry %d: %+v", i+1, m)
+		}
+	}
 	// A later publish continues the sequence.
 	h.send(publishEnv("ann", "r", "late"))
 	h.waitBatches(2)

@@ -153,6 +153,14 @@ type Message struct {
 	Conn string
 	// Room is the "hearth-room" header: the room a control message concerns.
 	Room string
+	// CC are further routing keys on the same exchange: the message goes to
+	// every queue Key or any of them matches, once per queue. RabbitMQ's
+	// sender-selected distribution: sent as the BCC header, which RabbitMQ
+	// removes before delivery, so consumers never see CC.
+	CC []string
+	// Reply is the "hearth-reply" header: a client frame for the
+	// connection Conn that rides with a room broadcast (PROTOCOL.md §9.4).
+	Reply []byte
 }
 
 // Delivery is a received message. For consumers with manual

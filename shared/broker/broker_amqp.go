@@ -57,6 +57,11 @@ const (
 const (
 	headerConn = "hearth-conn"
 	headerRoom = "hearth-room"
+	// headerReply carries Message.Reply, a byte array.
+	headerReply = "hearth-reply"
+	// headerBCC is RabbitMQ's sender-selected distribution header: more
+	// routing keys, removed before delivery.
+	headerBCC = "BCC"
 )
 
 // AMQP is the RabbitMQ Broker, built on amqp091-go.
@@ -615,13 +620,23 @@ func (pc *pubChannel) send(ctx context.Context, exchange string, m *Message) (pe
 	if m.Persistent {
 		p.DeliveryMode = amqp.Persistent
 	}
-	if m.Conn != "" || m.Room != "" {
-		p.Headers = make(amqp.Table, 2)
+	if m.Conn != "" || m.Room != "" || len(m.CC) > 0 || m.Reply != nil {
+		p.Headers = make(amqp.Table, 4)
 		if m.Conn != "" {
 			p.Headers[headerConn] = m.Conn
 		}
 		if m.Room != "" {
 			p.Headers[headerRoom] = m.Room
+		}
+		if m.Reply != nil {
+			p.Headers[headerReply] = m.Reply
+		}
+		if len(m.CC) > 0 {
+			cc := make([]any, len(m.CC))
+			for i, k := range m.CC {
+				cc[i] = k
+			}
+			p.Headers[headerBCC] = cc
 		}
 	}
 	out := pending{key: m.Key}
@@ -1416,6 +1431,7 @@ func (c *amqpConsumer) delivery(d *amqp.Delivery, a *amqpAcker) *Delivery {
 			Type:       d.Type,
 			Conn:       headerString(d.Headers, headerConn),
 			Room:       headerString(d.Headers, headerRoom),
+			Reply:      headerBytes(d.Headers, headerReply),
 		},
 		Exchange:    d.Exchange,
 		Redelivered: d.Redelivered,
@@ -1443,6 +1459,18 @@ func headerString(h amqp.Table, key string) string {
 		return string(v)
 	}
 	return ""
+}
+
+// headerBytes reads a byte-array header, also accepting the string form
+// other AMQP clients may send; nil when it is missing.
+func headerBytes(h amqp.Table, key string) []byte {
+	switch v := h[key].(type) {
+	case []byte:
+		return v
+	case string:
+		return []byte(v)
+	}
+	return nil
 }
 
 // headerInt64 reads an integer header. RabbitMQ sends x-stream-offset as a

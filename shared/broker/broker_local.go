@@ -167,9 +167,9 @@ func (l *Local) Unbind(ctx context.Context, queue, exchange, pattern string) err
 	return nil
 }
 
-// Publish routes m to every queue bound to exchange with a matching pattern
-// (once per queue, however many of its patterns match), or, for the default
-// exchange "", to the queue named m.Key. It returns an error wrapping
+// Publish routes m to every queue bound to exchange with a pattern matching
+// m.Key or one of m.CC (once per queue, however many match), or, for the
+// default exchange "", to the queues named m.Key and m.CC. It returns an error wrapping
 // ErrNotFound for a missing exchange and ErrNacked when any target queue
 // refused the message (overflow reject-publish); as with RabbitMQ, the
 // queues that accepted it keep it. A message no queue matches is dropped
@@ -187,6 +187,11 @@ func (l *Local) Publish(ctx context.Context, exchange string, m Message) error {
 		if q := l.queues[m.Key]; q != nil {
 			targets = append(targets, q)
 		}
+		for _, k := range m.CC {
+			if q := l.queues[k]; q != nil {
+				targets = addQueue(targets, q)
+			}
+		}
 	}
 	l.mu.RUnlock()
 	if closed {
@@ -198,6 +203,9 @@ func (l *Local) Publish(ctx context.Context, exchange string, m Message) error {
 		}
 		ex.mu.RLock()
 		targets = ex.route(m.Key, targets)
+		for _, k := range m.CC {
+			targets = ex.route(k, targets)
+		}
 		ex.mu.RUnlock()
 	}
 	if len(targets) == 0 {
@@ -206,6 +214,7 @@ func (l *Local) Publish(ctx context.Context, exchange string, m Message) error {
 		}
 		return nil
 	}
+	m.CC = nil // as RabbitMQ removes BCC: consumers never see it
 	msg := &localMessage{Message: m, exchange: exchange}
 	rejected := false
 	for _, q := range targets {

@@ -211,3 +211,36 @@ func TestEdgeDeathRemovesMembers(t *testing.T) {
 		}
 	}
 }
+
+// TestAckAfterLeave: a publisher that leaves right after publishing — the
+// last member of the room on its edge, so the edge unbinds the room — still
+// gets its ack, exactly once and before the leave's reply: the ack rides
+// with the message's broadcast, which is CC'd to the sender's edge however
+// its bindings stand (PROTOCOL.md §9.4). A member on another edge gets
+// every message.
+func TestAckAfterLeave(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, kind brokerKind) {
+		c := newCluster(t, kind, clusterOpts{edges: 2, hubs: 1})
+		other := dial(t, c.edgeURL(1), dialOpts{token: token(t, "other")})
+		other.join("brief")
+		ann := dial(t, c.edgeURL(0), dialOpts{token: token(t, "ann")})
+		const rounds = 20
+		for i := range rounds {
+			ann.join("brief")
+			pid := ann.send(protocol.Frame{Type: protocol.TypePublish, Room: "brief", CMID: fmt.Sprintf("m%d", i), Body: []byte("x")})
+			lid := ann.send(protocol.Frame{Type: protocol.TypeLeave, Room: "brief"})
+			if a := ann.next(protocol.TypeAck); a.ID != pid || a.Seq != uint64(i+1) {
+				t.Fatalf("round %d: ack %+v, want the ack of request %d with seq %d", i, a, pid, i+1)
+			}
+			if l := ann.next(protocol.TypeLeft); l.ID != lid {
+				t.Fatalf("round %d: left %+v does not answer leave %d", i, l, lid)
+			}
+		}
+		if log := collect(t, other, "brief", rounds, 0); len(log.messages) != rounds {
+			t.Fatalf("the other member got %d messages, want %d", len(log.messages), rounds)
+		}
+		// Nothing else arrived for ann: a second ack would show up before
+		// this join's reply.
+		ann.join("brief")
+	})
+}

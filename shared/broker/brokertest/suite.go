@@ -61,6 +61,7 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker, opts Options)
 		{"DropHeadKeepsNewest", testDropHead},
 		{"ByteBounds", testByteBounds},
 		{"MessageRoundTrip", testRoundTrip},
+		{"CCRoutesOncePerQueue", testCC},
 		{"OrderPerPublisher", testOrderPerPublisher},
 		{"AckNackRequeue", testAckNackRequeue},
 		{"RequeueOnConsumerStop", testRequeueOnStop},
@@ -577,7 +578,7 @@ func testRoundTrip(e *env) {
 	e.bind(q, x, "edge.*")
 	c := e.consume(e.ctx, broker.ConsumeSpec{Queue: q}, true)
 	msgs := []broker.Message{
-		{Key: "edge.e1", Body: []byte{0, 1, 2, 0xff}, Persistent: true, Type: "join", Conn: "c-42", Room: "lobby"},
+		{Key: "edge.e1", Body: []byte{0, 1, 2, 0xff}, Persistent: true, Type: "join", Conn: "c-42", Room: "lobby", Reply: []byte{0x81, 0xa1, 't', 0}},
 		{Key: "edge.e2", Body: nil},
 		{Key: "edge.e3", Body: []byte("x"), Type: "t", Room: "only-room"},
 	}
@@ -591,13 +592,65 @@ func testRoundTrip(e *env) {
 		d := c.get(i)
 		got := d.Message
 		if got.Key != want.Key || string(got.Body) != string(want.Body) || got.Persistent != want.Persistent ||
-			got.Type != want.Type || got.Conn != want.Conn || got.Room != want.Room {
+			got.Type != want.Type || got.Conn != want.Conn || got.Room != want.Room || string(got.Reply) != string(want.Reply) {
 			e.t.Errorf("message %d: got %+v, want %+v", i, got, want)
 		}
 		if d.Exchange != x || d.Redelivered {
 			e.t.Errorf("message %d: Exchange %q Redelivered %v, want %q false", i, d.Exchange, d.Redelivered, x)
 		}
 	}
+}
+
+// testCC: a message with CC keys reaches every queue its key or a CC key
+// matches, once per queue, on a topic exchange and on the default
+// exchange; consumers never see the CC keys.
+func testCC(e *env) {
+	x := e.exchange()
+	room, edge, both, none := e.boundedQueue(), e.boundedQueue(), e.boundedQueue(), e.boundedQueue()
+	e.bind(room, x, "room.a")
+	e.bind(edge, x, "edge.e1")
+	e.bind(both, x, "room.a")
+	e.bind(both, x, "edge.*")
+	e.bind(none, x, "room.b")
+	cs := map[string]*collector{}
+	for _, q := range []string{room, edge, both, none} {
+		cs[q] = e.consume(e.ctx, broker.ConsumeSpec{Queue: q}, true)
+	}
+	m := broker.Message{Key: "room.a", Body: []byte("m"), CC: []string{"edge.e1", "edge.e9"}, Conn: "c-1", Reply: []byte("r")}
+	if err := e.b.Publish(e.ctx, x, m); err != nil {
+		e.t.Fatalf("Publish with CC: %v", err)
+	}
+	// Only CC matches: the message still goes out.
+	if err := e.b.Publish(e.ctx, x, broker.Message{Key: "nobody", Body: []byte("cc-only"), CC: []string{"edge.e1"}}); err != nil {
+		e.t.Fatalf("Publish with a CC key only matching: %v", err)
+	}
+	for _, q := range []string{room, edge, both, none} {
+		e.publish(x, "room.a", "end")
+		e.publish(x, "edge.e1", "end")
+		e.publish(x, "room.b", "end")
+		e.waitBody(cs[q], "end")
+	}
+	want := map[string][]string{room: {"m"}, edge: {"m", "cc-only"}, both: {"m", "cc-only"}, none: nil}
+	for q, c := range cs {
+		if got := before(c, "end"); !slices.Equal(got, want[q]) {
+			e.t.Errorf("queue %s got %q before the sentinel, want %q", q, got, want[q])
+		}
+		for i := 0; i < c.len(); i++ {
+			d := c.get(i)
+			if d.CC != nil {
+				e.t.Errorf("queue %s: delivery %q shows CC %q", q, d.Body, d.CC)
+			}
+			if string(d.Body) == "m" && (d.Conn != "c-1" || string(d.Reply) != "r" || d.Key != "room.a") {
+				e.t.Errorf("queue %s: delivery %+v lost its key or headers", q, d.Message)
+			}
+		}
+	}
+	// The default exchange: CC names further queues.
+	if err := e.b.Publish(e.ctx, "", broker.Message{Key: room, Body: []byte("direct"), CC: []string{edge}}); err != nil {
+		e.t.Fatalf("Publish to the default exchange with CC: %v", err)
+	}
+	e.waitBody(cs[room], "direct")
+	e.waitBody(cs[edge], "direct")
 }
 
 func testOrderPerPublisher(e *env) {
