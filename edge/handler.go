@@ -184,6 +184,7 @@ func (s *Server) forward(c *conn, kind protocol.EnvelopeKind, f *protocol.Frame)
 	}
 	c.ingress.key = protocol.ShardKey(protocol.ShardOf(f.Room, s.cfg.Topology.NumShards()))
 	c.ingress.body = body
+	c.ingress.durable = envelopeDurable(kind, f)
 	err = s.ingress.publish(&c.ingress)
 	c.ingress.body = nil
 	if err != nil {

@@ -53,7 +53,22 @@ type ingress struct {
 type ingressReq struct {
 	key  string
 	body []byte
-	done chan error // capacity 1; receives the publish's outcome
+	// durable asks for a persistent message: the envelope must survive a
+	// broker restart (envelopeDurable).
+	durable bool
+	done    chan error // capacity 1; receives the publish's outcome
+}
+
+// envelopeDurable reports whether an envelope of kind carrying f must be
+// published persistent. A client's publish and typing need not: the
+// publisher waits for its ack and retries with the same cmid, answered by
+// de-duplication (PROTOCOL.md §6.5), and typing is ephemeral. Everything
+// else is persistent, above all a disconnect, which nobody would retry: a
+// lost one would leave a member behind. On quorum shard queues every
+// message is durable anyway; on classic ones (the default, ADR 0004) a
+// transient message costs RabbitMQ no disk write.
+func envelopeDurable(kind protocol.EnvelopeKind, f *protocol.Frame) bool {
+	return kind != protocol.KindClient || (f.Type != protocol.TypePublish && f.Type != protocol.TypeTyping)
 }
 
 // ingressShard is one routing key's waiting envelopes. Owned by run.
@@ -185,6 +200,10 @@ func (in *ingress) flush(sh *ingressShard) {
 func (in *ingress) send(sh *ingressShard, reqs []*ingressReq) {
 	defer in.wg.Done()
 	body := reqs[0].body
+	durable := false
+	for _, r := range reqs {
+		durable = durable || r.durable
+	}
 	if len(reqs) > 1 {
 		parts := make([][]byte, len(reqs))
 		n := 16
@@ -195,7 +214,7 @@ func (in *ingress) send(sh *ingressShard, reqs []*ingressReq) {
 		body = protocol.AppendEnvelopeBatch(make([]byte, 0, n), parts)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), in.timeout)
-	err := in.b.Publish(ctx, in.exchange, broker.Message{Key: sh.key, Body: body, Persistent: true})
+	err := in.b.Publish(ctx, in.exchange, broker.Message{Key: sh.key, Body: body, Persistent: durable})
 	cancel()
 	in.stats.ingressMessages.Add(1)
 	for _, r := range reqs {

@@ -92,7 +92,11 @@ func newTestIngress(t *testing.T, maxDelay time.Duration) (*ingress, *gateBroker
 // it receives later, so envelopes submitted one after another are queued
 // in that order.
 func submit(in *ingress, key, body string) <-chan error {
-	r := &ingressReq{key: key, body: []byte(body), done: make(chan error, 1)}
+	return submitAs(in, key, body, false)
+}
+
+func submitAs(in *ingress, key, body string, durable bool) <-chan error {
+	r := &ingressReq{key: key, body: []byte(body), durable: durable, done: make(chan error, 1)}
 	in.in <- r
 	return r.done
 }
@@ -119,7 +123,7 @@ func TestIngressBatchesWhileInFlight(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, func() bool { return g.published() == 1 }, "the first envelope published at once")
 	var rest []<-chan error
 	for i := 0; i < 5; i++ {
-		rest = append(rest, submit(in, "shard.1", fmt.Sprint("b", i)))
+		rest = append(rest, submitAs(in, "shard.1", fmt.Sprint("b", i), i == 2))
 	}
 	other := submit(in, "shard.2", "c")
 	testenv.WaitFor(t, 5*time.Second, func() bool { return g.published() == 2 }, "another shard's envelope published at once")
@@ -135,7 +139,10 @@ func TestIngressBatchesWhileInFlight(t *testing.T) {
 		t.Fatalf("batch %q, want [b0 b1 b2 b3 b4]", got)
 	}
 	if !g.msg(2).Persistent {
-		t.Fatal("batch not persistent")
+		t.Fatal("a batch with a durable envelope is not persistent")
+	}
+	if g.msg(0).Persistent || g.msg(1).Persistent {
+		t.Fatal("a message without durable envelopes is persistent")
 	}
 	g.confirm(2, errors.New("nacked"))
 	for i, ch := range rest {
@@ -215,5 +222,28 @@ func TestIngressStop(t *testing.T) {
 	in.wait()
 	if err := in.publish(&ingressReq{key: "shard.1", body: []byte("late"), done: make(chan error, 1)}); !errors.Is(err, errIngressStopped) {
 		t.Fatalf("publish after stop: %v", err)
+	}
+}
+
+// TestEnvelopeDurable: only a client's publish and typing may be lost in a
+// broker restart; everything else, above all a disconnect, is persistent.
+func TestEnvelopeDurable(t *testing.T) {
+	cases := []struct {
+		kind protocol.EnvelopeKind
+		typ  protocol.FrameType
+		want bool
+	}{
+		{protocol.KindClient, protocol.TypePublish, false},
+		{protocol.KindClient, protocol.TypeTyping, false},
+		{protocol.KindClient, protocol.TypeJoin, true},
+		{protocol.KindClient, protocol.TypeLeave, true},
+		{protocol.KindClient, protocol.TypeRead, true},
+		{protocol.KindClient, protocol.TypeHistory, true},
+		{protocol.KindDisconnect, protocol.TypeLeave, true},
+	}
+	for _, c := range cases {
+		if got := envelopeDurable(c.kind, &protocol.Frame{Type: c.typ}); got != c.want {
+			t.Errorf("kind %d frame type %d: durable %v, want %v", c.kind, c.typ, got, c.want)
+		}
 	}
 }

@@ -33,7 +33,9 @@ type chaosRig struct {
 	check     *checker.Checker
 }
 
-func newChaosRig(t *testing.T, shards int) *chaosRig {
+// newChaosRig prepares a rig with shards shards; env adds HEARTH_*
+// settings for every process it starts.
+func newChaosRig(t *testing.T, shards int, env ...string) *chaosRig {
 	t.Helper()
 	url := vhostURL(t)
 	r := &chaosRig{
@@ -47,6 +49,7 @@ func newChaosRig(t *testing.T, shards int) *chaosRig {
 	}
 	r.env = []string{"AMQP_URL=" + url, fmt.Sprintf("HEARTH_SHARDS=%d", shards), "HEARTH_JWT_SECRET_FILE=" + secretFile,
 		"HEARTH_LOG_LEVEL=info", "HEARTH_HUB_HEARTBEAT=500ms", "HEARTH_HUB_TIMEOUT=2s"}
+	r.env = append(r.env, env...)
 	return r
 }
 
@@ -260,22 +263,28 @@ func chaosRooms(n int) []string {
 
 // TestHubKill: kill -9 one of three hubs while 2,000 messages flow across 20
 // rooms: nothing lost, duplicated or reordered; its shards are taken over
-// within 5 s and the survivors share them evenly.
+// within 5 s and the survivors share them evenly. With both kinds of shard
+// queue (ADR 0004): classic, the default, and quorum.
 func TestHubKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs processes")
 	}
-	r := newChaosRig(t, 16)
-	rooms, clients := r.startPipeline("hub-a", "hub-b", "hub-c")
-	var took *settleTimer
-	runChaos(t, r, clients, rooms, 2000, func() {
-		r.kill("hub-b")
-		took = settle(func() bool { return r.balanced() && len(r.shardCounts()) == 2 })
-	})
-	d := took.wait(t, 10*time.Second)
-	t.Logf("the killed hub's shards were taken over %v after the kill: %v", d.Round(time.Millisecond), r.shardCounts())
-	if d > 5*time.Second {
-		t.Fatalf("takeover took %v, want under 5s", d)
+	for _, quorum := range []bool{false, true} {
+		name := map[bool]string{false: "classic", true: "quorum"}[quorum]
+		t.Run(name, func(t *testing.T) {
+			r := newChaosRig(t, 16, fmt.Sprintf("HEARTH_QUORUM=%v", quorum))
+			rooms, clients := r.startPipeline("hub-a", "hub-b", "hub-c")
+			var took *settleTimer
+			runChaos(t, r, clients, rooms, 2000, func() {
+				r.kill("hub-b")
+				took = settle(func() bool { return r.balanced() && len(r.shardCounts()) == 2 })
+			})
+			d := took.wait(t, 10*time.Second)
+			t.Logf("the killed hub's shards were taken over %v after the kill: %v", d.Round(time.Millisecond), r.shardCounts())
+			if d > 5*time.Second {
+				t.Fatalf("takeover took %v, want under 5s", d)
+			}
+		})
 	}
 }
 

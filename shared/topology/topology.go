@@ -22,8 +22,10 @@ type Config struct {
 	// are refused (overflow reject-publish) and the client gets "unavailable".
 	// Zero value means 100000.
 	ShardQueueMax int `flag:"shard-queue-max" env:"HEARTH_SHARD_QUEUE_MAX" default:"100000" usage:"length limit of each shard queue (overflow: reject-publish)"`
-	// Quorum makes shard queues replicated quorum queues (RabbitMQ only).
-	Quorum bool `flag:"quorum" env:"HEARTH_QUORUM" default:"true" usage:"declare shard queues as quorum queues"`
+	// Quorum makes shard queues replicated quorum queues (RabbitMQ only):
+	// for a RabbitMQ cluster. Off, they are durable classic queues, the
+	// right choice on one RabbitMQ node (ADR 0004).
+	Quorum bool `flag:"quorum" env:"HEARTH_QUORUM" default:"false" usage:"declare shard queues as quorum queues (for a RabbitMQ cluster; classic queues otherwise)"`
 }
 
 func (c *Config) normalize() {
