@@ -142,14 +142,23 @@ func (o *owner) releaseAll(ctx context.Context) {
 	}
 }
 
-// tick asks each owned shard to check its members' edges.
-func (o *owner) tick() {
+// tickSlices is how many parts the owned shards are ticked in: every
+// EdgeTimeout/3 each shard gets one tick, a slice of them at a time, so
+// the ticks of 32 shards do not reach RabbitMQ and the shards together.
+const tickSlices = 16
+
+// tick asks the owned shards of one slice (shard number mod tickSlices)
+// to check their members' edges.
+func (o *owner) tick(slot int) {
 	w := o.w
 	body, err := protocol.EncodeEnvelope(&protocol.Envelope{V: protocol.EnvelopeVersion, Kind: protocol.KindTick, User: w.cfg.ID})
 	if err != nil {
 		return
 	}
 	for _, k := range o.shards() {
+		if k%tickSlices != slot {
+			continue
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.PublishTimeout)
 		err := w.b.Publish(ctx, protocol.ExchangeIngress, broker.Message{Key: protocol.ShardKey(k), Body: body})
 		cancel()

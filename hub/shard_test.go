@@ -572,3 +572,29 @@ func TestShardBatchFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestTickSlices: a shard is ticked in its own slice only (shard number mod
+// tickSlices), so the owned shards' ticks are spread over the interval.
+func TestTickSlices(t *testing.T) {
+	t.Parallel()
+	h := newTestHub(t, nil)
+	h.start()
+	for slot := 1; slot < tickSlices; slot++ {
+		h.w.owner.tick(slot)
+	}
+	h.w.owner.tick(0)
+	// A join after the ticks: once it is processed, so is every tick
+	// before it in the queue.
+	h.send(joinEnv("ann", "r"))
+	testenv.WaitFor(t, waitTimeout, func() bool {
+		for _, m := range h.egress.get() {
+			if m.Frame.Type == protocol.TypeJoined {
+				return true
+			}
+		}
+		return false
+	}, "the join after the ticks to be answered")
+	if st := h.w.Stats(); st.Processed != 2 {
+		t.Fatalf("shard 0 processed %d envelopes after a tick of every slice and a join, want 2 (one tick)", st.Processed)
+	}
+}

@@ -159,8 +159,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer reconcile.Stop()
 	beat := time.NewTicker(w.cfg.HubHeartbeat)
 	defer beat.Stop()
-	tick := time.NewTicker(w.cfg.EdgeTimeout / 3)
+	tick := time.NewTicker(max(w.cfg.EdgeTimeout/3/tickSlices, time.Millisecond))
 	defer tick.Stop()
+	var tickSlot int
 	for {
 		select {
 		case <-ctx.Done():
@@ -183,7 +184,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-beat.C:
 			w.heartbeat(false)
 		case <-tick.C:
-			w.owner.tick()
+			w.owner.tick(tickSlot)
+			tickSlot = (tickSlot + 1) % tickSlices
 		}
 	}
 }
