@@ -19,8 +19,10 @@ const (
 	ScenarioIdle Scenario = "idle"
 	// ScenarioFanout puts Members connections in one room; Publishers of
 	// them publish at a rate that steps up (StepStart × StepFactor^step)
-	// until a step loses a message, disconnects a member, or its p99 goes
-	// over StepP99. It reports deliveries/s and the edges' CPU per delivery.
+	// until a step loses a message, disconnects a member, gets fewer than
+	// 90 % of its publishes acknowledged within the step (the pipeline
+	// held its publishers back), or its p99 goes over StepP99. It reports
+	// deliveries/s and the edges' CPU per delivery.
 	ScenarioFanout Scenario = "fanout"
 	// ScenarioChat puts Members connections in each of Rooms rooms, all of
 	// them publishing, at Rate publishes/s in total for Duration.

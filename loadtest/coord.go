@@ -644,6 +644,10 @@ func (c *coord) judgeSteps(now time.Time, final bool) {
 	}
 }
 
+// minStepPublished is the share of a step's publish rate that must be
+// acknowledged within the step for it to count as sustained.
+const minStepPublished = 0.9
+
 func (c *coord) judgeStep(i int, start, end time.Time) Step {
 	s := Step{Index: i, Rate: c.cfg.phaseRate(i)}
 	var acked, delivered uint64
@@ -702,6 +706,11 @@ func (c *coord) judgeStep(i int, start, end time.Time) Step {
 	var reasons []string
 	if acked == 0 {
 		reasons = append(reasons, "nothing acknowledged")
+	} else if s.Published < minStepPublished*s.Rate {
+		// The publishers wait for their acks: a pipeline that cannot keep
+		// up slows them down, and the step's deliveries per second then
+		// come partly from earlier steps' backlog.
+		reasons = append(reasons, fmt.Sprintf("acknowledged %.1f of %.4g msg/s", s.Published, s.Rate))
 	}
 	if s.Lost > 0 {
 		reasons = append(reasons, fmt.Sprintf("lost %d deliveries", s.Lost))

@@ -75,6 +75,8 @@ func TestJudgeStep(t *testing.T) {
 		{name: "slow", acked: 50, delivered: 5000, latencyUS: 150000, reason: "p99 150 ms > 100 ms", wantExpectd: 5000},
 		{name: "disconnect", acked: 50, delivered: 5000, disconnects: 2, latencyUS: 2000, reason: "2 disconnects", wantExpectd: 5000},
 		{name: "nothing acked", acked: 0, delivered: 0, latencyUS: 2000, reason: "nothing acknowledged"},
+		{name: "publishers held back", acked: 44, delivered: 4400, latencyUS: 2000, reason: "acknowledged 8.8 of 10 msg/s", wantExpectd: 4400},
+		{name: "publishers nearly on time", acked: 45, delivered: 4500, latencyUS: 2000, pass: true, wantExpectd: 4500},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
