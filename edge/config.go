@@ -56,9 +56,10 @@ type Config struct {
 	// Heartbeat is how often each connection is checked and, if quiet,
 	// pinged (Server.heartbeatLoop). Zero value means 25s.
 	Heartbeat time.Duration `flag:"heartbeat" env:"HEARTH_HEARTBEAT" default:"25s" usage:"how often each connection is checked; a quiet one gets a ping"`
-	// HeartbeatTimeout is how long after a ping a silent connection is
+	// HeartbeatTimeout is how long a connection may be silent before it is
+	// pinged, and how long it may leave a ping unanswered before it is
 	// closed (4002). Zero value means 10s.
-	HeartbeatTimeout time.Duration `flag:"heartbeat-timeout" env:"HEARTH_HEARTBEAT_TIMEOUT" default:"10s" usage:"close a connection silent this long after a ping"`
+	HeartbeatTimeout time.Duration `flag:"heartbeat-timeout" env:"HEARTH_HEARTBEAT_TIMEOUT" default:"10s" usage:"ping a connection silent this long; close one that leaves a ping unanswered this long"`
 	// MaxRoomsPerConn bounds the rooms one connection may join. Zero value means 100.
 	MaxRoomsPerConn int `flag:"max-rooms" env:"HEARTH_MAX_ROOMS" default:"100" usage:"rooms one connection may join"`
 	// RatePerSecond and RateBurst limit frames per connection. Zero values mean 50 and 100.

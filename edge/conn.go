@@ -65,6 +65,9 @@ type conn struct {
 	// lastSent is the Unix nanosecond time of the last write to the
 	// socket (or the connection's start).
 	lastSent atomic.Int64
+	// lastPing is the Unix nanosecond time of the last heartbeat ping; 0
+	// before the first.
+	lastPing atomic.Int64
 	// hbSlot is the heartbeat slice the connection is checked in
 	// (Server.heartbeatLoop).
 	hbSlot uint32

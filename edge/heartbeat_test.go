@@ -8,8 +8,9 @@ import (
 
 // TestHeartbeatSlice: a check pings only the connections that need it —
 // silent for longer than the timeout, or not written to for half a
-// heartbeat — closes those silent past heartbeat+timeout, and leaves
-// connections of other slots alone.
+// heartbeat — closes those that left a ping unanswered for longer than the
+// timeout, never one it did not ping, and leaves connections of other
+// slots alone.
 func TestHeartbeatSlice(t *testing.T) {
 	s := bareServer(t, 64)
 	s.cfg.Heartbeat = 20 * time.Second
@@ -17,19 +18,22 @@ func TestHeartbeatSlice(t *testing.T) {
 	now := time.Now().UnixNano()
 	sec := time.Second.Nanoseconds()
 	type tc struct {
-		name       string
-		slot       uint32
-		seen, sent int64 // seconds before now
-		wantPing   bool
-		wantClosed bool
-		rc         *recordConn
-		c          *conn
+		name             string
+		slot             uint32
+		seen, sent, ping int64 // seconds before now; ping 0: never pinged
+		wantPing         bool
+		wantClosed       bool
+		rc               *recordConn
+		c                *conn
 	}
 	cases := []*tc{
 		{name: "talking and talked to", seen: 1, sent: 1},
 		{name: "listening, silent past the timeout", seen: 11, sent: 1, wantPing: true},
 		{name: "talking, not written to for half a heartbeat", seen: 1, sent: 11, wantPing: true},
-		{name: "silent past heartbeat+timeout", seen: 31, sent: 1, wantClosed: true},
+		{name: "a ping unanswered past the timeout", seen: 40, sent: 1, ping: 11, wantClosed: true},
+		{name: "a ping unanswered, within the timeout", seen: 40, sent: 1, ping: 5},
+		{name: "silent for long, never pinged (checks came late)", seen: 40, sent: 1, wantPing: true},
+		{name: "answered the last ping", seen: 2, sent: 1, ping: 30},
 		{name: "another slot", slot: 1, seen: 31, sent: 31},
 	}
 	for _, k := range cases {
@@ -38,6 +42,9 @@ func TestHeartbeatSlice(t *testing.T) {
 		k.c.hbSlot = k.slot
 		k.c.lastSeen.Store(now - k.seen*sec)
 		k.c.lastSent.Store(now - k.sent*sec)
+		if k.ping > 0 {
+			k.c.lastPing.Store(now - k.ping*sec)
+		}
 		s.conns[k.c] = struct{}{}
 	}
 	batch := s.heartbeatSlice(0, now, nil)
@@ -54,8 +61,8 @@ func TestHeartbeatSlice(t *testing.T) {
 				t.Errorf("%s: not closed (wrote % x)", k.name, got)
 			}
 		case k.wantPing:
-			if !bytes.Equal(got, ping) {
-				t.Errorf("%s: wrote % x, want one ping", k.name, got)
+			if !bytes.Equal(got, ping) || k.c.lastPing.Load() != now {
+				t.Errorf("%s: wrote % x (ping at %d), want one ping at %d", k.name, got, k.c.lastPing.Load(), now)
 			}
 		default:
 			if len(got) != 0 {

@@ -499,14 +499,13 @@ func (s *Server) trusted(a netip.Addr) bool {
 const heartbeatSlices = 32
 
 // heartbeatLoop checks every connection once per Heartbeat, one slice at a
-// time. A connection silent for longer than Heartbeat+HeartbeatTimeout is
-// closed. One silent for longer than HeartbeatTimeout gets a ping, so a
-// connection is only ever closed a Heartbeat after a ping it did not
-// answer; so does one nothing was written to for Heartbeat/2, so the
-// client hears from the edge at least every 1.5 Heartbeats (PROTOCOL.md
-// §5.9). A connection that talks and is talked to is not pinged: its own
-// frames prove it alive and ours reach it. One loop serves all
-// connections, so idle connections cost no timer each.
+// time. A connection silent for longer than HeartbeatTimeout, or to which
+// nothing was written for Heartbeat/2, gets a ping (so the client hears
+// from the edge at least every 1.5 Heartbeats, PROTOCOL.md §5.9); one that
+// has not answered a ping within HeartbeatTimeout is closed. A connection
+// that talks and is talked to is not pinged: its own frames prove it alive
+// and ours reach it. One loop serves all connections, so idle connections
+// cost no timer each.
 func (s *Server) heartbeatLoop(ctx context.Context) {
 	defer s.wg.Done()
 	t := time.NewTicker(max(s.cfg.Heartbeat/heartbeatSlices, time.Millisecond))
@@ -525,8 +524,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 // heartbeatSlice checks the connections of one heartbeat slot at time now
 // (Unix nanoseconds) and returns batch, emptied, for the next call.
 func (s *Server) heartbeatSlice(slot uint32, now int64, batch []*conn) []*conn {
-	limit := (s.cfg.Heartbeat + s.cfg.HeartbeatTimeout).Nanoseconds()
-	quiet := s.cfg.HeartbeatTimeout.Nanoseconds()
+	timeout := s.cfg.HeartbeatTimeout.Nanoseconds()
 	unheard := (s.cfg.Heartbeat / 2).Nanoseconds()
 	s.mu.Lock()
 	for c := range s.conns {
@@ -536,14 +534,17 @@ func (s *Server) heartbeatSlice(slot uint32, now int64, batch []*conn) []*conn {
 	}
 	s.mu.Unlock()
 	for _, c := range batch {
-		silent := now - c.lastSeen.Load()
-		if silent > limit {
-			s.stats.heartbeatTimeouts.Add(1)
-			s.goClose(c, closeHeartbeat)
+		seen, pinged := c.lastSeen.Load(), c.lastPing.Load()
+		if pinged > seen { // a ping is out and unanswered
+			if now-pinged > timeout {
+				s.stats.heartbeatTimeouts.Add(1)
+				s.goClose(c, closeHeartbeat)
+			}
 			continue
 		}
 		c.trim()
-		if silent > quiet || now-c.lastSent.Load() > unheard {
+		if now-seen > timeout || now-c.lastSent.Load() > unheard {
+			c.lastPing.Store(now)
 			c.enqueue(pingFrame)
 		}
 	}
