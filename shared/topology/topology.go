@@ -6,6 +6,7 @@ package topology
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/hearth-gateway/hearth/protocol"
@@ -76,6 +77,11 @@ func Declare(ctx context.Context, b broker.Broker, c Config) error {
 	for n := 0; n < c.NumShards(); n++ {
 		q := c.ShardQueue(n)
 		if err := b.DeclareQueue(ctx, q); err != nil {
+			if errors.Is(err, broker.ErrMismatch) {
+				return fmt.Errorf("declaring queue %s: %w (the shard queues exist with other arguments: "+
+					"-quorum/HEARTH_QUORUM and -shard-queue-max/HEARTH_SHARD_QUEUE_MAX must match them on every process; "+
+					"quorum=%v here; see docs/adr/0004-shard-queues-and-broker-operations.md)", q.Name, err, c.Quorum)
+			}
 			return fmt.Errorf("declaring queue %s: %w", q.Name, err)
 		}
 		if err := b.Bind(ctx, q.Name, protocol.ExchangeIngress, protocol.ShardKey(n)); err != nil {
