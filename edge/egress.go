@@ -117,9 +117,7 @@ func (s *Server) deliver(d *broker.Delivery) {
 
 // reply delivers a message addressed to one connection of this edge.
 func (s *Server) reply(d *broker.Delivery) {
-	s.mu.Lock()
-	c := s.byID[d.Conn]
-	s.mu.Unlock()
+	c := s.connByID(d.Conn)
 	if c == nil {
 		s.stats.unmatched.Add(1)
 		return
@@ -150,20 +148,27 @@ func (s *Server) reply(d *broker.Delivery) {
 			}(d.Room)
 		}
 	}
-	s.stats.deliveries.Add(1)
-	c.queueFor(newWSFrame(opBinary, d.Body, 1), &s.pending)
+	s.queueReply(c, d.Body)
 }
 
 // replyTo queues body for connection id of this edge. A broadcast carrying
 // a reply reaches every edge with members of the room: on the others, and
 // when the connection is gone, there is no such connection.
 func (s *Server) replyTo(id string, body []byte) {
-	s.mu.Lock()
-	c := s.byID[id]
-	s.mu.Unlock()
-	if c == nil {
-		return
+	if c := s.connByID(id); c != nil {
+		s.queueReply(c, body)
 	}
+}
+
+// connByID returns this edge's connection id, or nil.
+func (s *Server) connByID(id string) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byID[id]
+}
+
+// queueReply queues body, a frame for c alone, for the socket writer.
+func (s *Server) queueReply(c *conn, body []byte) {
 	s.stats.deliveries.Add(1)
 	c.queueFor(newWSFrame(opBinary, body, 1), &s.pending)
 }
